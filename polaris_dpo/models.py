@@ -1,0 +1,209 @@
+"""Tokenizer and model loading: the tiny local model, hub ids and local folders, 4-bit, special tokens.
+
+Every model, the tiny one included, is loaded by the same `from_pretrained` path. The tiny model is
+built once (tokenizer trained on bundled text, random Llama weights), cached under
+`model.cache_dir`, and from then on is just a local folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from polaris_dpo import paths
+
+log = logging.getLogger(__name__)
+
+TINY_BASE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+TINY_CORPUS = ("glaive/glaive_toolcall_en_demo.json",)
+
+
+def _plain(node) -> dict:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    if is_dataclass(node):
+        return asdict(node)
+    return dict(node)
+
+
+def _corpus_texts() -> list[str]:
+    """Every string of the bundled corpus files (JSON walked recursively): the tokenizer's training text."""
+    texts: list[str] = []
+
+    def walk(node):
+        if isinstance(node, str):
+            texts.append(node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for name in TINY_CORPUS:
+        walk(json.loads(Path(paths.asset(name)).read_text(encoding="utf-8")))
+    return texts
+
+
+def tiny_model_dir(cache_dir: str | Path, name: str, tiny, special_tokens: list[str]) -> Path:
+    """The cache folder of a tiny model: one per (architecture, special tokens, corpus)."""
+    key = json.dumps({"tiny": _plain(tiny), "special": list(special_tokens), "corpus": TINY_CORPUS, "v": 1},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(cache_dir).expanduser() / f"{name}-{digest}"
+
+
+def build_tiny_model(target: Path, tiny, special_tokens: list[str]) -> Path:
+    """Train a byte-level BPE tokenizer on the bundled text, make a random tiny Llama, save both atomically."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tiny = _plain(tiny)
+    base = list(TINY_BASE_TOKENS.values())
+    bpe = Tokenizer(models.BPE(unk_token=TINY_BASE_TOKENS["unk_token"]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=tiny["vocab_size"], special_tokens=base, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_corpus_texts(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, **TINY_BASE_TOKENS)
+    new = [t for t in special_tokens if t not in base]
+    if new:
+        tokenizer.add_special_tokens({"additional_special_tokens": new})
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny["hidden_size"],
+        intermediate_size=tiny["intermediate_size"],
+        num_hidden_layers=tiny["num_hidden_layers"],
+        num_attention_heads=tiny["num_attention_heads"],
+        num_key_value_heads=tiny["num_key_value_heads"],
+        max_position_embeddings=tiny["max_position_embeddings"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(tiny["init_seed"])
+    model = LlamaForCausalLM(config)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process built it first: keep theirs
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("built tiny model (%d parameters, vocabulary %d) in %s", model.num_parameters(), len(tokenizer), target)
+    return target
+
+
+def resolve_model_path(model_cfg, special_tokens: list[str] = ()) -> str:
+    """The folder or hub id `from_pretrained` loads: for a tiny model, its cache folder, built on first use."""
+    if model_cfg.tiny is None:
+        return model_cfg.name_or_path
+    target = tiny_model_dir(model_cfg.cache_dir, model_cfg.name_or_path, model_cfg.tiny, list(special_tokens))
+    if not (target / "config.json").exists():
+        build_tiny_model(target, model_cfg.tiny, list(special_tokens))
+    return str(target)
+
+
+def torch_dtype(model_cfg, hardware_cfg):
+    import torch
+
+    name = model_cfg.dtype
+    if name == "auto":
+        name = "float32" if hardware_cfg.device == "cpu" else hardware_cfg.compute_dtype
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ValueError(f"model.dtype={name!r}: expected auto | float32 | bfloat16 | float16") from None
+
+
+def load_tokenizer(path: str, fmt=None, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer with the format's special tokens and chat template, left-padded for generation.
+
+    `padding_side` is not saved with a tokenizer, so it is set here every time. Tokens the format
+    needs and the tokenizer lacks are added (the model's embeddings must then be resized).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    if fmt is not None:
+        missing = [t for t in fmt.special_tokens if t not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer.add_tokens(missing, special_tokens=True)
+        if fmt.chat_template is not None:
+            tokenizer.chat_template = fmt.chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def quantization_config(model_cfg, hardware_cfg):
+    if not model_cfg.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    compute = torch_dtype(model_cfg, hardware_cfg) if model_cfg.dtype != "auto" else None
+    import torch
+
+    compute = compute or {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                          "float16": torch.float16}[hardware_cfg.compute_dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=model_cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute if hardware_cfg.name == "fsdp_qlora" else torch.uint8,
+    )
+
+
+def keep_cpu_4bit_gradients_exact(model) -> int:
+    """bitsandbytes repacks 4-bit weights for CPU inference on the first eval-mode forward; every
+    gradient after that is wrong (measured: 97 % error). Turning the repacking off keeps them exact."""
+    import bitsandbytes as bnb
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+def load_model(path: str, model_cfg, hardware_cfg, tokenizer=None):
+    """A causal LM from a folder or hub id, in the configured dtype or 4-bit, embeddings sized to the tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    quant = quantization_config(model_cfg, hardware_cfg)
+    kwargs = dict(revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code,
+                  dtype=torch_dtype(model_cfg, hardware_cfg))
+    if model_cfg.attn_implementation:
+        kwargs["attn_implementation"] = model_cfg.attn_implementation
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        if hardware_cfg.device == "cpu":
+            kwargs["device_map"] = {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    if quant is not None and hardware_cfg.device == "cpu":
+        keep_cpu_4bit_gradients_exact(model)
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model

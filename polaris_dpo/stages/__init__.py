@@ -1,0 +1,14 @@
+"""The jobs of `python -m polaris_dpo stage=...`: one module per stage, each with `run(cfg) -> dict`."""
+
+from __future__ import annotations
+
+import importlib
+
+
+class StageNotBuilt(RuntimeError):
+    """Raised by a stage that is not implemented yet; the CLI prints one line and exits non-zero."""
+
+
+def run_stage(name: str, cfg) -> dict:
+    module = importlib.import_module(f"polaris_dpo.stages.{name}")
+    return module.run(cfg)
