@@ -207,3 +207,32 @@ def load_model(path: str, model_cfg, hardware_cfg, tokenizer=None):
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_trained(path: str, cfg, fmt=None, merge_adapter: bool = False):
+    """(model, tokenizer) from a stage's output folder: a full model, or a PEFT adapter over its base.
+
+    Training stages save the tokenizer (with the format's tokens and chat template) next to their
+    weights, so the tokenizer is read from `path`; an adapter's base is the one recorded in its
+    adapter_config.json, loaded as `cfg.model` says (dtype, 4-bit) and resized to the tokenizer.
+    """
+    from peft import PeftConfig, PeftModel
+
+    tokenizer = load_tokenizer(path, fmt)
+    if not is_adapter_dir(path):
+        return load_model(path, cfg.model, cfg.hardware, tokenizer), tokenizer
+    base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+    base = load_model(base_path, cfg.model, cfg.hardware, tokenizer)
+    model = PeftModel.from_pretrained(base, path)
+    if merge_adapter:
+        model = model.merge_and_unload()
+    return model, tokenizer
+
+
+def model_path_for(cfg, fmt) -> str:
+    """The base model of a job: the configured hub id / folder, or the tiny model built for this format."""
+    return resolve_model_path(cfg.model, fmt.special_tokens)
