@@ -66,6 +66,7 @@ class FormatConfig:
     config_options: dict[str, str] = field(default_factory=dict)  # polaris: extra `## Configuration` lines, e.g. {"Current date": "2026-11-22"}
     version: str = "v2"  # functionary: v2 | v1
     call_syntax: str = "hermes"  # native: how the model writes calls: hermes (<tool_call>) | mistral ([TOOL_CALLS])
+    template: str | None = None  # native: the model's Jinja chat template, a file with one, or a tokenizer folder (null: bundled Hermes-style)
 
 
 @dataclass
@@ -135,6 +136,8 @@ class SFTStageConfig:
     logging_steps: int = 10  # log every N steps
     save_steps: int = 100  # checkpoint every N steps (resume uses the newest)
     trl: dict[str, Any] = field(default_factory=dict)  # any other trl.SFTConfig field, passed through unchanged
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # more data sections (data keys, merged over `data`) trained with it
+    schedule: str = "mix"  # mix: all data sections shuffled together | sequential: one after another, in order (Polaris: code, then calls)
 
 
 @dataclass
@@ -207,11 +210,14 @@ class EvalConfig:
 
 @dataclass
 class MergeConfig:
-    adapters: list[str] = field(default_factory=list)  # adapter folders folded in order (empty: the run's sft then dpo)
+    adapters: list[str] = field(default_factory=list)  # adapter folders folded in order (empty: the chain recorded in source)
+    source: str | None = None  # stage output folder whose training.json gives base and adapter chain (null: run's dpo/, else sft/)
     output: str = "merged"  # subfolder of the run directory for the merged model
     dtype: str = "float32"  # dtype of the full-precision base the adapters are folded into: float32 | bfloat16
     tolerance: float | None = None  # max |logit difference| accepted (null: 1e-4 for float32, 5e-2 for bfloat16)
     verify_prompts: int = 8  # eval prompts used to compare logits
+    verify_max_new_tokens: int = 64  # tokens of the greedy generation checked for a parseable call
+    require_call: bool = False  # fail the merge when that generation is not a call that parses (off: reported only)
     max_shard_size: str = "2GB"  # safetensors shard size
 
 

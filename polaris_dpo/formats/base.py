@@ -9,6 +9,7 @@ memory), for tool turns `name` and optional `tool_call_id`. `tools` is a list of
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -45,3 +46,123 @@ class ChatFormat:
     def render_assistant(self, message: dict) -> str:
         """The text the model should generate for one assistant message (up to and including eos)."""
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------- helpers shared by the format modules
+
+def dumps(value) -> str:
+    """JSON exactly as the chat templates' `tojson` filter writes it (transformers: ensure_ascii=False)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def arguments_text(arguments) -> str:
+    """Call arguments as JSON text: a string is taken as already-encoded JSON, a mapping is encoded."""
+    return arguments if isinstance(arguments, str) else dumps(arguments)
+
+
+def function_of(tool: dict) -> dict:
+    """The function definition inside an OpenAI tool ({"type": "function", "function": {...}}), or a bare one."""
+    return tool["function"] if "function" in tool else tool
+
+
+def jinja_literal(text: str) -> str:
+    """`text` as a Jinja string literal (for baking a format's options into its template)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
+
+
+def assistant_message(content: str | None, calls: list[dict]) -> dict:
+    """A parsed assistant message: content stripped (None when empty), tool_calls only when there are calls."""
+    content = (content or "").strip() or None
+    message: dict = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def parse_failure(text: str, reason: str, fragment: str = "") -> dict:
+    """What parse returns for text that starts a call but does not parse: the raw text and the reason."""
+    return {"role": "assistant", "content": text.strip() or None,
+            "parse_error": ParseError(reason, fragment[:200])}
+
+
+class CallSyntaxError(ValueError):
+    """A call that does not parse; turned into ParseError by the format's parse."""
+
+    def __init__(self, reason: str, fragment: str = ""):
+        super().__init__(reason)
+        self.reason, self.fragment = reason, fragment
+
+
+def make_call(name, arguments) -> dict:
+    """A canonical tool call from a decoded name and arguments (a mapping, or a JSON string of one)."""
+    if not isinstance(name, str) or not name:
+        raise CallSyntaxError(f"call has no function name (got {name!r})")
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as err:
+            raise CallSyntaxError(f"arguments of {name!r} are not valid JSON: {err.msg}", arguments) from None
+    if not isinstance(arguments, dict):
+        raise CallSyntaxError(f"arguments of {name!r} must be a JSON object, got {type(arguments).__name__}")
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def call_from_json(obj, name_key: str = "name", arguments_key: str = "arguments") -> dict:
+    """A canonical call from a decoded {"name": ..., "arguments": ...} object."""
+    if not isinstance(obj, dict):
+        raise CallSyntaxError(f"a call must be a JSON object, got {type(obj).__name__}")
+    arguments = obj.get(arguments_key, obj.get("parameters"))
+    return make_call(obj.get(name_key), arguments)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def decode_json_at(text: str, position: int):
+    """(value, end) of the JSON value starting at `position` (whitespace skipped), or CallSyntaxError."""
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    try:
+        return _DECODER.raw_decode(text, position)
+    except json.JSONDecodeError as err:
+        raise CallSyntaxError(f"invalid JSON: {err.msg}", text[position:position + 200]) from None
+
+
+def scan_delimited_calls(text: str, start: str, end: str | None, decode=call_from_json,
+                         stop: str | None = None) -> tuple[str, list[dict]]:
+    """Split `text` into prose and calls written `start JSON end` (end None: the JSON alone ends the call).
+
+    The JSON is decoded before looking for `end`, so call tokens inside argument strings are harmless;
+    `stop` (the end-of-turn token) outside a call ends the text. Raises CallSyntaxError for a call that
+    does not parse or an `end` with no `start`.
+    """
+    prose, calls, position = [], [], 0
+    while True:
+        found = text.find(start, position)
+        stopped = text.find(stop, position) if stop else -1
+        if stopped >= 0 and (found < 0 or stopped < found):
+            prose.append(text[position:stopped])
+            break
+        if found < 0:
+            prose.append(text[position:])
+            break
+        prose.append(text[position:found])
+        try:
+            obj, after = decode_json_at(text, found + len(start))
+            calls.append(decode(obj))
+        except CallSyntaxError as err:
+            raise CallSyntaxError(f"call {len(calls) + 1}: {err.reason}", text[found:found + 200]) from None
+        while after < len(text) and text[after] in " \t\r\n":
+            after += 1
+        if end is not None:
+            if not text.startswith(end, after):
+                raise CallSyntaxError(f"call {len(calls)}: {start} without {end}", text[found:found + 200])
+            after += len(end)
+        position = after
+    outside = "".join(prose)
+    if end is not None and end in outside:
+        raise CallSyntaxError(f"unbalanced {end}: no {start} before it", outside)
+    return outside, calls

@@ -1,7 +1,175 @@
-"""stage dpo (not built yet)."""
+"""stage dpo: TRL's DPOTrainer on a pair set, with the SFT model as the reference.
 
-from polaris_dpo.stages import StageNotBuilt
+    python -m polaris_dpo stage=dpo dpo.pairs=pairs/demo dpo.sft_model=outputs/sft/<run>/sft
+
+The reference is never silently the raw base. `dpo.reference`:
+- continue_adapter: keep training the SFT adapter; TRL copies it into a frozen `ref` adapter, which
+  is the reference (this stage also copies the new-token rows, which TRL's copy misses).
+- merge_sft: fold the SFT adapter(s) into the base, put a fresh adapter on top; the reference is
+  that model with the adapter off, i.e. the SFT model.
+Writes `<run_dir>/<dpo.output>/`: adapter or model, tokenizer, training.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from polaris_dpo import models, tracking, training
+
+log = logging.getLogger(__name__)
+
+REFERENCES = ("continue_adapter", "merge_sft")
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "tools")
 
 
-def run(cfg) -> dict:
-    raise StageNotBuilt("stage 'dpo' is not built yet")
+def load_pairs(folder: str | Path):
+    """The train split of a pair set folder, as TRL's conversational preference rows."""
+    from datasets import load_dataset
+
+    train = Path(folder) / "train.jsonl"
+    if not train.is_file():
+        raise FileNotFoundError(f"dpo.pairs: {train} not found (a pair set folder holds train.jsonl, see pairs/)")
+    dataset = load_dataset("json", data_files={"train": str(train)}, split="train")
+    missing = [c for c in PAIR_COLUMNS[:3] if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{train}: pair rows lack {missing}")
+    return dataset.remove_columns([c for c in dataset.column_names if c not in PAIR_COLUMNS])
+
+
+def fold(base_path: str, adapters: list[str], cfg, tokenizer):
+    """The base with `adapters` merged in order, in full precision (a merge onto 4-bit weights is lossy)."""
+    from peft import PeftModel
+
+    full = cfg.model.copy()
+    full.load_in_4bit = False
+    model = models.load_model(base_path, full, cfg.hardware, tokenizer)
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
+def load_start(cfg, source: str, fold_in: list[str], tokenizer, out: Path):
+    """The model DPO starts from: base + folded adapters, in 4-bit when configured."""
+    if not fold_in:
+        return models.load_model(source, cfg.model, cfg.hardware, tokenizer)
+    model = fold(source, fold_in, cfg, tokenizer)
+    if not cfg.model.load_in_4bit:
+        return model
+    staging = out / ".folded_base"  # quantise the folded model by reloading it in 4-bit
+    model.save_pretrained(staging)
+    del model
+    model = models.load_model(str(staging), cfg.model, cfg.hardware, tokenizer)
+    shutil.rmtree(staging, ignore_errors=True)
+    return model
+
+
+def copy_adapter_into_ref(model) -> int:
+    """Make the `ref` adapter an exact copy of `default`, new-token rows included.
+
+    TRL copies parameters whose names contain `.default.`; trainable-token rows are named
+    `...trainable_tokens_delta.default` and would stay at the base model's values.
+    """
+    copied = 0
+    for name, param in model.named_parameters():
+        if ".default." in name or name.endswith(".default"):
+            ref_name = name.replace(".default.", ".ref.") if ".default." in name else name[: -len("default")] + "ref"
+            model.get_parameter(ref_name).data.copy_(param.data)
+            copied += 1
+    return copied
+
+
+def build(cfg, output_dir: str | Path | None = None, model_path: str | None = None,
+          pairs: str | Path | None = None) -> dict:
+    """The DPOTrainer with policy and reference set up, and what training.json records about them."""
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    fmt = training.load_format(cfg)
+    out = Path(output_dir or Path(cfg.run_dir) / cfg.dpo.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.dpo.reference not in REFERENCES:
+        raise ValueError(f"dpo.reference={cfg.dpo.reference!r}: expected one of {', '.join(REFERENCES)}")
+    dataset = load_pairs(pairs or cfg.dpo.pairs)
+
+    source = model_path or cfg.dpo.sft_model
+    if source is None:
+        source = models.model_path_for(cfg, fmt)
+        log.warning("dpo: no SFT model given (dpo.sft_model is null): the reference is the RAW BASE %s", source)
+    base_path, chain = training.lineage(str(source))
+    continue_adapter = cfg.dpo.reference == "continue_adapter" and bool(chain)
+    fold_in = chain[:-1] if continue_adapter else chain
+    tokenizer = models.load_tokenizer(str(source), fmt, cfg.model.revision, cfg.model.trust_remote_code)
+    model = load_start(cfg, base_path, fold_in, tokenizer, out)
+
+    if continue_adapter:
+        if cfg.model.load_in_4bit:
+            model = training.prepare_for_kbit(cfg, model)
+        model = PeftModel.from_pretrained(model, chain[-1], is_trainable=True)
+        peft_config = None
+        reference = f"the SFT adapter {chain[-1]}, continued (frozen copy 'ref')"
+        if cfg.train.spectrum.top_fraction:
+            log.warning("dpo: train.spectrum does not apply with dpo.reference=continue_adapter (the adapter is given)")
+    else:
+        model, peft_config = training.new_trainable(cfg, model, tokenizer, fmt, out, base_path)
+        reference = (f"the SFT model ({base_path} + {', '.join(chain)} folded in), fresh adapter on top" if chain
+                     else f"the model {base_path} itself ({'adapter off' if peft_config else 'frozen copy'})")
+    log.info("dpo: reference model = %s", reference)
+
+    args = training.trainer_args(
+        DPOConfig, cfg, cfg.dpo, out, "dpo",
+        beta=cfg.dpo.beta,
+        loss_type=list(cfg.dpo.loss_type),
+        loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights is not None else None,
+        label_smoothing=cfg.dpo.label_smoothing,
+        precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    if continue_adapter:
+        copy_adapter_into_ref(trainer.model)
+    lora = peft_config is not None or continue_adapter
+    record = {
+        "stage": "dpo",
+        "base_model": base_path if lora else str(out),
+        "adapter_chain": [*fold_in, str(out)] if lora else [],
+        "reference": reference,
+        "reference_mode": cfg.dpo.reference,
+        "sft_model": str(source),
+        "pairs": str(pairs or cfg.dpo.pairs),
+        "pair_rows": len(dataset),
+        "finetune": "lora" if lora else "full",
+        "load_in_4bit": bool(cfg.model.load_in_4bit),
+        "format": training.plain(cfg.format),
+        "loss_type": list(cfg.dpo.loss_type),
+    }
+    return {"trainer": trainer, "tokenizer": tokenizer, "output_dir": out, "record": record}
+
+
+def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None,
+        pairs: str | Path | None = None) -> dict:
+    """Train; return {"output_dir", "base_model", "adapter_chain", "reference", "metrics", "wall_time_s"}.
+
+    output_dir: instead of <run_dir>/<dpo.output>; model_path: the SFT output instead of dpo.sft_model;
+    pairs: a pair set folder instead of dpo.pairs.
+    """
+    start = time.time()
+    setup = build(cfg, output_dir, model_path, pairs)
+    trainer, out, record = setup["trainer"], setup["output_dir"], setup["record"]
+    trainer.train(resume_from_checkpoint=training.resume_from(cfg, out))
+    tracking.finish()
+
+    training.save_model(trainer, setup["tokenizer"], out)
+    shutil.rmtree(out / "ref", ignore_errors=True)  # TRL's frozen reference copy: the SFT adapter, not an output
+    metrics = {**training.final_metrics(trainer), **training.trainable_summary(trainer.model)}
+    record.update(metrics=metrics, final_loss=metrics.get("final_loss"))
+    reference = record["reference"]
+    if trainer.accelerator.is_main_process:
+        training.write_training_json(out, record)
+    wall = time.time() - start
+    log.info("dpo: done in %.0f s, final loss %s, margins %s, saved to %s", wall, metrics.get("final_loss"),
+             metrics.get("rewards/margins"), out)
+    return {"output_dir": str(out), "base_model": record["base_model"], "adapter_chain": record["adapter_chain"],
+            "reference": reference, "metrics": metrics, "wall_time_s": wall}

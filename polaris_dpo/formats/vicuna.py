@@ -1,0 +1,159 @@
+"""airoboros / FastChat vicuna: `{system} USER: {user} ASSISTANT: {assistant}</s>USER: ...`.
+
+Functions are listed in the system prompt, one JSON definition per line; the assistant calls one
+with a line holding airoboros' call object `{"function": <name>, "params": {...}}`, after any prose.
+Function results come back as `FUNCTION RESULT: ...`. `context_prompt` builds airoboros'
+context-obedient question (BEGININPUT / BEGINCONTEXT ... ENDINSTRUCTION) from documents with metadata.
+"""
+
+from __future__ import annotations
+
+from polaris_dpo.formats.base import (
+    CallSyntaxError,
+    ChatFormat,
+    arguments_text,
+    assistant_message,
+    call_from_json,
+    decode_json_at,
+    dumps,
+    function_of,
+    jinja_literal,
+    parse_failure,
+)
+
+EOS = "</s>"
+CALL_START = '{"function"'
+TOOL_ROLES = ("tool", "function", "fn")
+DEFAULT_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                  "helpful, detailed, and polite answers to the user's questions.")
+FUNCTIONS_INTRO = ("\n\nAvailable functions. To call one, answer with a line "
+                   "{\"function\": <function name>, \"params\": <arguments object>}:\n")
+
+TEMPLATE = r"""
+{%- macro render_call(fn) -%}
+{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
+{{- '{"function": ' + fn['name']|tojson + ', "params": ' + (arguments if arguments is string else arguments|tojson) + '}' -}}
+{%- endmacro -%}
+{%- if messages and messages[0]['role'] == 'system' -%}
+{%- set system = messages[0]['content'] or '' -%}
+{%- set loop_messages = messages[1:] -%}
+{%- else -%}
+{%- set system = DEFAULT_SYSTEM -%}
+{%- set loop_messages = messages -%}
+{%- endif -%}
+{{- system -}}
+{%- if tools -%}
+{{- FUNCTIONS_INTRO -}}
+{%- for tool in tools -%}{{- (tool['function'] if tool['function'] is defined else tool)|tojson + ('\n' if not loop.last else '') -}}{%- endfor -%}
+{%- endif -%}
+{{- ' ' -}}
+{%- for message in loop_messages -%}
+{%- if message['role'] == 'assistant' -%}
+{{- 'ASSISTANT:' -}}
+{%- generation -%}
+{%- set parts = namespace(first=true) -%}
+{{- ' ' -}}
+{%- if message['content'] -%}{{- message['content'] -}}{%- set parts.first = false -%}{%- endif -%}
+{%- for call in message['tool_calls'] or [] -%}
+{{- ('' if parts.first else '\n') + render_call(call['function']) -}}
+{%- set parts.first = false -%}
+{%- endfor -%}
+{{- '</s>' -}}
+{%- endgeneration -%}
+{%- elif message['role'] in ['tool', 'function', 'fn'] -%}
+{{- 'FUNCTION RESULT: ' + (message['content'] or '') + ' ' -}}
+{%- else -%}
+{{- message['role']|upper + ': ' + (message['content'] or '') + ' ' -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- 'ASSISTANT:' -}}
+{%- endif -%}
+"""
+
+
+TEMPLATE = TEMPLATE.replace("DEFAULT_SYSTEM", jinja_literal(DEFAULT_SYSTEM)).replace("FUNCTIONS_INTRO", jinja_literal(FUNCTIONS_INTRO))
+
+
+def context_prompt(documents: list[dict], instruction: str) -> str:
+    """airoboros' context-obedient prompt: each document's metadata and text, then the instruction.
+
+    `documents`: [{"text": str, "metadata": {"date": ..., "url": ..., ...}}, ...] (metadata optional).
+    """
+    blocks = []
+    for i, document in enumerate(documents):
+        if not isinstance(document, dict) or not isinstance(document.get("text"), str):
+            raise ValueError(f"documents[{i}].text: every document needs a text string")
+        metadata = document.get("metadata") or {}
+        lines = "".join(f"{key}: {value}\n" for key, value in metadata.items())
+        blocks.append("BEGININPUT\nBEGINCONTEXT\n" + lines + "ENDCONTEXT\n" + document["text"].strip() + "\nENDINPUT\n")
+    return "".join(blocks) + "BEGININSTRUCTION\n" + instruction.strip() + "\nENDINSTRUCTION"
+
+
+def _at_line_start(text: str, index: int) -> bool:
+    before = text[:index].rstrip(" \t")
+    return not before or before.endswith("\n")
+
+
+class Format(ChatFormat):
+    name = "vicuna"
+    OPTIONS = ()
+    special_tokens: list[str] = [EOS]
+    eos_token = EOS
+    stop_strings: list[str] = []
+    chat_template = TEMPLATE.strip()
+    context_prompt = staticmethod(context_prompt)
+
+    def render_assistant(self, message: dict) -> str:
+        content = message.get("content") or ""
+        parts = [content] if content else []
+        for call in message.get("tool_calls") or []:
+            arguments = call["function"].get("arguments")
+            arguments = {} if arguments is None else arguments
+            parts.append('{"function": ' + dumps(call["function"]["name"]) + ', "params": ' + arguments_text(arguments) + "}")
+        return " " + "\n".join(parts) + EOS
+
+    def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        system, rest = DEFAULT_SYSTEM, messages
+        if messages and messages[0]["role"] == "system":
+            system, rest = messages[0].get("content") or "", messages[1:]
+        text = system
+        if tools:
+            text += FUNCTIONS_INTRO + "\n".join(dumps(function_of(t)) for t in tools)
+        text += " "
+        for message in rest:
+            role, content = message["role"], message.get("content") or ""
+            if role == "assistant":
+                text += "ASSISTANT:" + self.render_assistant(message)
+            elif role in TOOL_ROLES:
+                text += "FUNCTION RESULT: " + content + " "
+            else:
+                text += role.upper() + ": " + content + " "
+        return text + ("ASSISTANT:" if add_generation_prompt else "")
+
+    def parse(self, text: str) -> dict:
+        try:
+            return self._parse(text)
+        except CallSyntaxError as err:
+            return parse_failure(text, err.reason, err.fragment)
+
+    def _parse(self, text: str) -> dict:
+        prose, calls, position = [], [], 0
+        while True:
+            found = text.find(CALL_START, position)
+            while found >= 0 and not _at_line_start(text, found):
+                found = text.find(CALL_START, found + 1)
+            stopped = text.find(EOS, position)
+            if stopped >= 0 and (found < 0 or stopped < found):
+                prose.append(text[position:stopped])
+                break
+            if found < 0:
+                prose.append(text[position:])
+                break
+            prose.append(text[position:found])
+            try:
+                obj, position = decode_json_at(text, found)
+                calls.append(call_from_json(obj, "function", "params"))
+            except CallSyntaxError as err:
+                raise CallSyntaxError(f"call {len(calls) + 1}: {err.reason}", text[found:found + 200]) from None
+        return assistant_message("".join(prose), calls)

@@ -1,0 +1,188 @@
+"""Readers: one module per source format, each turning raw rows into canonical conversations.
+
+    reading = polaris_dpo.readers.read(cfg.data, run_dir)
+    for conversation in reading: ...          # streamed; unusable rows go to <run_dir>/<data.quarantine>
+    reading.counts -> {"read": N, "kept": K, "quarantined": Q}   # N == K + Q, logged at the end
+    train, held_out = polaris_dpo.readers.split(conversations, eval_fraction, seed)
+
+A conversation (see docs/architecture.md): {"id", "source", "row", "messages", "tools",
+"acceptable", "preferences"}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from polaris_dpo.messages import normalize_conversation
+from polaris_dpo.readers.base import (
+    DataFileError,
+    RawRow,
+    Reader,
+    RowError,
+    data_files,
+    dataset_rows,
+    file_rows,
+)
+
+log = logging.getLogger(__name__)
+
+READERS = ("openai", "sharegpt", "polaris", "bfcl", "when2call", "demo")  # modules of this package
+
+
+def get(name: str, data_cfg) -> Reader:
+    if name not in READERS:
+        raise ValueError(f"data.reader: {name!r} is not a reader here; choose one of {', '.join(READERS)}")
+    return importlib.import_module(f"polaris_dpo.readers.{name}").Reader(data_cfg)
+
+
+class Reading:
+    """The conversations of `data_cfg`, streamed; counts and quarantine reasons fill in as it goes.
+
+    Iterating again reads the data again (and rewrites the quarantine file).
+    """
+
+    def __init__(self, data_cfg, run_dir: str | Path | None = None):
+        self.cfg = data_cfg
+        self.reader = get(data_cfg.reader, data_cfg)
+        quarantine = data_cfg.get("quarantine") or "quarantine.jsonl"
+        self.quarantine_path = Path(run_dir) / quarantine if run_dir is not None else None
+        self.counts = {"read": 0, "kept": 0, "quarantined": 0}
+        self.reasons: Counter[str] = Counter()  # "field: reason" -> rows quarantined for it
+
+    def __iter__(self) -> Iterator[dict]:
+        self.counts = {"read": 0, "kept": 0, "quarantined": 0}
+        self.reasons = Counter()
+        quarantine = _AtomicJsonl(self.quarantine_path)
+        try:
+            for raw in self._raw_rows():
+                self.counts["read"] += 1
+                conversation, problem = self._convert(raw)
+                if conversation is not None:
+                    self.counts["kept"] += 1
+                    yield conversation
+                else:
+                    self.counts["quarantined"] += 1
+                    field, reason = problem
+                    self.reasons[f"{field}: {_reason_kind(reason)}"] += 1
+                    quarantine.write({"file": raw.file, "row": raw.row, "field": field, "reason": reason})
+        except Exception:
+            quarantine.abort()
+            raise
+        finally:
+            quarantine.close()
+        log.info("%s", self.summary())
+
+    def summary(self) -> str:
+        c = self.counts
+        where = f" (quarantine: {self.quarantine_path})" if self.quarantine_path and c["quarantined"] else ""
+        return f"data.reader={self.cfg.reader}: read {c['read']}, kept {c['kept']}, quarantined {c['quarantined']}{where}"
+
+    def _raw_rows(self) -> Iterator[RawRow]:
+        limit = self.cfg.get("limit")
+        files = data_files(self.cfg)
+        if files is None:
+            self.reader.start_file(None)
+            rows: Iterable[RawRow] = dataset_rows(self.cfg)
+        else:
+            rows = _rows_of_files(self.reader, files)
+        for count, raw in enumerate(rows):
+            if limit is not None and count >= limit:
+                return
+            yield raw
+
+    def _convert(self, raw: RawRow) -> tuple[dict | None, tuple[str, str] | None]:
+        if raw.data is None:
+            return None, ("row", raw.error or "unreadable")
+        try:
+            conversation = self.reader.convert(raw.data)
+            conversation.setdefault("source", raw.source)
+            conversation.setdefault("row", raw.row)
+            conversation.setdefault("id", f"{raw.source}:{raw.row}")
+            conversation = normalize_conversation(conversation)
+            if not any(m["role"] == "assistant" for m in conversation["messages"]):
+                raise RowError("messages", "no assistant turn: nothing to learn from or predict")
+        except DataFileError:
+            raise
+        except RowError as err:
+            return None, (err.field, err.reason)
+        except ValueError as err:  # from messages.normalize_*: "field: reason"
+            field, _, reason = str(err).partition(": ")
+            return None, (field, reason or str(err))
+        conversation["id"] = str(conversation["id"])
+        return conversation, None
+
+
+def read(data_cfg, run_dir: str | Path | None = None) -> Reading:
+    """The conversations `data_cfg` (the `data:` config section) describes; see `Reading`."""
+    return Reading(data_cfg, run_dir)
+
+
+def read_all(data_cfg, run_dir: str | Path | None = None) -> tuple[list[dict], dict]:
+    """All conversations in a list, and the counts."""
+    reading = read(data_cfg, run_dir)
+    conversations = list(reading)
+    return conversations, dict(reading.counts)
+
+
+def is_held_out(conversation_id: str, eval_fraction: float, seed: int) -> bool:
+    """Whether a conversation belongs to the eval side: a hash of (seed, id), so it streams and is stable."""
+    digest = hashlib.sha256(f"{seed}:{conversation_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+def split(conversations: Iterable[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, eval) by conversation id: a conversation is never on both sides."""
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise ValueError(f"data.eval_fraction: must be between 0 and 1, got {eval_fraction}")
+    train, held_out = [], []
+    for conversation in conversations:
+        (held_out if is_held_out(conversation["id"], eval_fraction, seed) else train).append(conversation)
+    return train, held_out
+
+
+def _rows_of_files(reader: Reader, files: list[Path]) -> Iterator[RawRow]:
+    for file in files:
+        reader.start_file(file)
+        yield from file_rows(file)
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without the quoted data that follows it, to count reasons by kind."""
+    return reason.split(": ", 1)[0].split(" (", 1)[0]
+
+
+class _AtomicJsonl:
+    """A JSONL file written to a temporary name and renamed into place on close (nothing when path is None)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.handle = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            self.handle = self.tmp.open("w", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.handle is not None and not self.handle.closed:
+            self.handle.close()
+            os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+__all__ = ["DataFileError", "READERS", "Reader", "Reading", "RowError", "get", "is_held_out", "read", "read_all",
+           "split"]

@@ -1,0 +1,38 @@
+"""The default job's data: `polaris_dpo/assets/demo/demo_conversations.jsonl` (see polaris_dpo/demo_data.py).
+
+Rows are conversations in storage form, as this toolkit writes them, with provenance (`source`, `row`: the
+glaive row they come from) and what was done to them (`augmentation`, `noise`). The file was built for
+one train/eval split (`build.json`); another `data.eval_fraction` / `data.split_seed` works but may put
+variants of one glaive conversation on both sides, which a warning says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from polaris_dpo.readers.openai import Reader as OpenAIReader
+
+log = logging.getLogger(__name__)
+
+BUILD_FILE = "build.json"
+KEPT = ("source", "row", "augmentation", "noise")
+
+
+class Reader(OpenAIReader):
+    def start_file(self, file: Path | None) -> None:
+        build = file.parent / BUILD_FILE if file is not None else None
+        if build is None or not build.is_file():
+            return
+        info = json.loads(build.read_text(encoding="utf-8"))
+        wanted = (self.cfg.get("eval_fraction", 0.2), self.cfg.get("split_seed", 0))
+        if (info.get("eval_fraction"), info.get("split_seed")) != wanted:
+            log.warning("data: %s was built for eval_fraction=%s split_seed=%s, not %s/%s: variants of one "
+                        "glaive conversation may land on both sides of the split", file, info.get("eval_fraction"),
+                        info.get("split_seed"), *wanted)
+
+    def convert(self, row: dict) -> dict:
+        conversation = super().convert(row)
+        conversation.update({key: row[key] for key in KEPT if row.get(key) is not None})
+        return conversation

@@ -1,0 +1,63 @@
+"""ShareGPT rows as glaive-function-calling-v2 and LLaMA-Factory write them.
+
+    {"conversations": [{"from": "human" | "gpt" | "function_call" | "observation" | "system", "value": str}],
+     "tools": "<JSON list of function definitions>", "system": optional str}
+
+`function_call` values are {"name", "arguments"} objects (or a list of them: parallel calls); a call
+right after a `gpt` turn joins that turn. `role` / `content` keys and a `messages` list work too.
+"""
+
+from __future__ import annotations
+
+from polaris_dpo.readers.base import Reader as BaseReader
+from polaris_dpo.readers.base import RowError, parse_json, require
+
+ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+    "system": "system",
+    "function_call": "call", "tool_call": "call",
+    "observation": "tool", "function_response": "tool", "tool": "tool", "function": "tool", "tool_response": "tool",
+}
+
+
+class Reader(BaseReader):
+    def convert(self, row: dict) -> dict:
+        key = "conversations" if "conversations" in row else "messages"
+        turns = require(row, key, list)
+        messages: list[dict] = []
+        if row.get("system"):
+            messages.append({"role": "system", "content": row["system"]})
+        for i, turn in enumerate(turns):
+            field = f"{key}[{i}]"
+            if not isinstance(turn, dict):
+                raise RowError(field, f"a turn must be an object, got {type(turn).__name__}")
+            speaker = turn.get("from", turn.get("role"))
+            value = turn.get("value", turn.get("content"))
+            if speaker not in ROLES:
+                raise RowError(f"{field}.from", f"unknown speaker {speaker!r} (expected one of {', '.join(ROLES)})")
+            role = ROLES[speaker]
+            if role == "call":
+                calls = _calls(value, f"{field}.value")
+                previous = messages[-1] if messages else None
+                if previous and previous["role"] == "assistant":
+                    previous.setdefault("tool_calls", []).extend(calls)  # text (or calls) then calls: one turn
+                else:
+                    messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+            else:
+                if not isinstance(value, str):
+                    raise RowError(f"{field}.value", f"must be text, got {type(value).__name__}")
+                messages.append({"role": role, "content": value})
+        conversation = {"messages": messages, "tools": row.get("tools")}
+        if row.get("id") is not None:
+            conversation["id"] = row["id"]
+        return conversation
+
+
+def _calls(value, field: str) -> list:
+    if isinstance(value, str):
+        value = parse_json(value, field)
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        raise RowError(field, "a function_call turn with no call")
+    return calls

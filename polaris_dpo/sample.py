@@ -1,0 +1,182 @@
+"""Batched generation: the model's completions for examples, reproducible per prompt.
+
+Sampling draws its randomness from one generator per (prompt, sample), seeded from the run seed
+and the example id, through the Gumbel-max trick: argmax(logits / T + Gumbel noise) is a draw from
+softmax(logits / T). So a prompt's samples do not depend on which other prompts share its batch or
+on where a resumed run restarted. Temperature 0 is greedy decoding with one sample.
+
+Backends: transformers `generate` (left padding, the format's end-of-turn token and stop strings),
+and vLLM (`generate_vllm`) when it is installed and a GPU is present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Iterable, Iterator
+
+
+def prompt_seed(seed: int, example_id: str, sample_index: int) -> int:
+    """The seed of one sample: a function of the run seed, the example and the sample number only."""
+    digest = hashlib.sha256(f"{seed}\x00{example_id}\x00{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def render_prompt(fmt, example: dict) -> str:
+    return fmt.render(example["prompt"], example.get("tools") or None, add_generation_prompt=True)
+
+
+def progress_bar(total: int | None = None, desc: str = "sampling"):
+    """A tqdm bar counting samples (its rate is samples/s); callers show failures with `set_postfix`."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cut_at_stop(text: str, stops: list[str]) -> str:
+    """Text up to (not including) the first stop string."""
+    cut = len(text)
+    for stop in stops:
+        if stop:
+            at = text.find(stop)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut]
+
+
+def _gumbel_processor(generators):
+    import torch
+    from transformers import LogitsProcessor
+
+    class GumbelNoise(LogitsProcessor):
+        """Adds per-row Gumbel noise so that greedy decoding samples, each row from its own generator."""
+
+        def __call__(self, input_ids, scores):
+            noise = torch.empty_like(scores, dtype=torch.float32)
+            for row, generator in enumerate(generators):
+                uniform = torch.rand(scores.shape[-1], generator=generator, dtype=torch.float32)
+                noise[row] = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
+            return scores.float() + noise.to(scores.device)
+
+    return GumbelNoise()
+
+
+def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temperature: float = 0.8,
+             top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0,
+             progress=None) -> Iterator[list[str]]:
+    """For each example (`id`, `prompt`, `tools`), in order, the list of its `n` completions.
+
+    A completion is the text after the generation prompt up to the format's end of turn (not
+    included), special tokens kept so that the parser sees call tokens. `progress` (a tqdm bar, see
+    `progress_bar`) is advanced by the number of samples produced.
+    """
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    greedy = temperature <= 0
+    n = 1 if greedy else n
+    eos_ids = [tokenizer.convert_tokens_to_ids(fmt.eos_token)] if fmt.eos_token else []
+    eos_ids = [i for i in eos_ids if i is not None and i != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
+    stops = [s for s in (fmt.stop_strings or []) if s]
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                              eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id,
+                              stop_strings=stops or None)
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    # rows per generate call: batch_size prompts, each repeated n times
+    try:
+        for batch in _batches(prompts, batch_size):
+            texts = [render_prompt(fmt, example) for example in batch for _ in range(n)]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            processors = LogitsProcessorList()
+            if not greedy:
+                generators = [torch.Generator().manual_seed(prompt_seed(seed, str(example["id"]), j))
+                              for example in batch for j in range(n)]
+                processors.append(TemperatureLogitsWarper(temperature))
+                if top_p < 1.0:
+                    processors.append(TopPLogitsWarper(top_p))
+                processors.append(_gumbel_processor(generators))
+            with torch.no_grad():
+                out = model.generate(**enc, generation_config=config, logits_processor=processors,
+                                     tokenizer=tokenizer)
+            completions = [_completion(tokenizer, row, eos_ids, stops) for row in out[:, enc["input_ids"].shape[1]:]]
+            for i in range(len(batch)):
+                if progress is not None:
+                    progress.update(n)
+                yield completions[i * n:(i + 1) * n]
+    finally:
+        model.train(was_training)
+
+
+def _completion(tokenizer, token_ids, eos_ids: list[int], stops: list[str]) -> str:
+    ids = token_ids.tolist()
+    for i, token in enumerate(ids):
+        if token in eos_ids:
+            ids = ids[:i]
+            break
+    pad = tokenizer.pad_token_id
+    if pad is not None and pad not in eos_ids:
+        ids = [t for t in ids if t != pad]
+    return cut_at_stop(tokenizer.decode(ids, skip_special_tokens=False), stops)
+
+
+def vllm_available() -> bool:
+    """vLLM is installed and a CUDA device is present."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_vllm(model_path: str, tokenizer_path: str | None = None, dtype: str = "auto", **kwargs):
+    """A `vllm.LLM` for `model_path`; a clear error when vLLM or a GPU is missing."""
+    if importlib.util.find_spec("vllm") is None:
+        raise RuntimeError("mine.backend=vllm needs vLLM: pip install 'polaris-dpo[vllm]' (or use mine.backend=transformers)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("mine.backend=vllm needs a CUDA GPU; none is visible (use mine.backend=transformers)")
+    from vllm import LLM
+
+    return LLM(model=model_path, tokenizer=tokenizer_path or model_path, dtype=dtype, **kwargs)
+
+
+def generate_vllm(llm, fmt, prompts: Iterable[dict], *, n: int = 1, temperature: float = 0.8, top_p: float = 1.0,
+                  max_new_tokens: int = 256, batch_size: int = 256, seed: int = 0,
+                  progress=None) -> Iterator[list[str]]:
+    """`generate` on vLLM: one request per (prompt, sample), each with its own seed, so resumes match."""
+    from vllm import SamplingParams
+
+    greedy = temperature <= 0
+    n = 1 if greedy else n
+    stops = [s for s in [fmt.eos_token, *(fmt.stop_strings or [])] if s]
+    for batch in _batches(prompts, batch_size):
+        texts, params = [], []
+        for example in batch:
+            text = render_prompt(fmt, example)
+            for j in range(n):
+                texts.append(text)
+                params.append(SamplingParams(
+                    n=1, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                    max_tokens=max_new_tokens, seed=None if greedy else prompt_seed(seed, str(example["id"]), j),
+                    stop=stops, skip_special_tokens=False))
+        outputs = llm.generate(texts, params, use_tqdm=False)
+        completions = [cut_at_stop(o.outputs[0].text, stops) for o in outputs]
+        for i in range(len(batch)):
+            if progress is not None:
+                progress.update(n)
+            yield completions[i * n:(i + 1) * n]

@@ -1,0 +1,254 @@
+"""What stages sft and dpo share: model preparation (LoRA, QLoRA, full, Spectrum), trainer arguments
+from the config, checkpoints for resume, and the output folder with its `training.json`.
+
+Thin on purpose: PEFT builds the adapters, TRL the trainers; this module only turns the config into
+their arguments and closes the known traps (4-bit gradients on CPU, new special tokens untrained or
+lost, a reference model that silently becomes the raw base).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from polaris_dpo import formats, models, spectrum, tracking
+
+log = logging.getLogger(__name__)
+
+TRAINING_JSON = "training.json"
+
+
+def load_format(cfg):
+    return formats.from_config(cfg.format)
+
+
+def plain(node):
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+# ----------------------------------------------------------------------------- trainer arguments
+
+
+def precision_args(hardware_cfg) -> dict:
+    """`use_cpu`, `bf16`, `fp16` from the hardware section (TRL defaults to bf16, which fails on CPU alone)."""
+    return {"use_cpu": hardware_cfg.device == "cpu", "bf16": bool(hardware_cfg.bf16), "fp16": bool(hardware_cfg.fp16)}
+
+
+def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **stage_specific):
+    """A TRL config (SFTConfig / DPOConfig): our keys first, then `<stage>.trl` passed through unchanged."""
+    args = dict(
+        output_dir=str(output_dir / "checkpoints"),
+        learning_rate=stage_cfg.learning_rate,
+        num_train_epochs=stage_cfg.num_train_epochs,
+        max_steps=stage_cfg.max_steps,
+        per_device_train_batch_size=stage_cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
+        lr_scheduler_type=stage_cfg.lr_scheduler_type,
+        warmup_ratio=stage_cfg.warmup_ratio,
+        max_length=stage_cfg.max_length,
+        logging_steps=stage_cfg.logging_steps,
+        save_steps=stage_cfg.save_steps,
+        save_strategy="steps",
+        gradient_checkpointing=bool(cfg.train.gradient_checkpointing),
+        seed=cfg.seed,
+        report_to=tracking.report_to(cfg),
+        run_name=tracking.run_name(cfg, stage),
+        dataloader_num_workers=0,
+        **precision_args(cfg.hardware),
+        **stage_specific,
+    )
+    passthrough = plain(stage_cfg.trl) or {}
+    overlap = sorted(set(passthrough) & {"output_dir", "report_to"})
+    if overlap:
+        raise ValueError(f"{stage}.trl must not set {overlap}: they come from run_dir / wandb")
+    args.update(passthrough)
+    if "warmup_ratio" in args and "warmup_steps" not in passthrough:
+        # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a ratio)
+        args["warmup_steps"] = args.pop("warmup_ratio")
+    return config_cls(**args)
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = output_dir / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def resume_from(cfg, output_dir: Path) -> str | None:
+    """The checkpoint to continue from when `train.resume=true` (None: start fresh, with a note why)."""
+    if not cfg.train.resume:
+        return None
+    checkpoint = last_checkpoint(output_dir)
+    log.info("train.resume: %s", f"continuing from {checkpoint}" if checkpoint else "no checkpoint yet, starting fresh")
+    return checkpoint
+
+
+# ----------------------------------------------------------------------------- model preparation
+
+
+def format_token_ids(tokenizer, fmt) -> list[int]:
+    """Rows of the format's special tokens: new to the base model, so their embeddings and LM-head rows train."""
+    ids = tokenizer.convert_tokens_to_ids(list(fmt.special_tokens))
+    missing = [t for t, i in zip(fmt.special_tokens, ids, strict=True) if i is None or i == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"format {fmt.name!r}: tokens {missing} are not in the tokenizer")
+    return sorted(set(ids))
+
+
+def embedding_names(model) -> tuple[str, str]:
+    """Module names (last component) of the input embeddings and the LM head."""
+    def leaf(module):
+        for name, m in model.named_modules():
+            if m is module:
+                return name.split(".")[-1]
+        raise ValueError("module not found in model")
+
+    return leaf(model.get_input_embeddings()), leaf(model.get_output_embeddings())
+
+
+def lora_config(cfg, model, tokenizer, fmt, target_modules=None):
+    """PEFT LoraConfig from `train.lora`, with the format tokens' embedding rows and the LM head trainable.
+
+    The new tokens' input rows train through peft's trainable_token_indices (only those rows are
+    saved). The LM head trains as a whole (modules_to_save): TRL 1.16 computes log-probs from
+    `lm_head.weight` directly, which sees a modules_to_save copy but not trainable-token rows.
+    """
+    from peft import LoraConfig
+
+    lora = cfg.train.lora
+    targets = list(target_modules) if target_modules is not None else list(lora.target_modules)
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    token_ids = format_token_ids(tokenizer, fmt) if fmt.special_tokens else []
+    embed, head = embedding_names(model)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      trainable_token_indices={embed: token_ids} if token_ids else None,
+                      modules_to_save=[head] if token_ids else None, task_type="CAUSAL_LM")
+
+
+def check_finetune(cfg) -> str:
+    finetune = cfg.train.finetune
+    if finetune not in ("lora", "full"):
+        raise ValueError(f"train.finetune={finetune!r}: expected lora | full")
+    if finetune == "full" and cfg.model.load_in_4bit:
+        raise ValueError("train.finetune=full cannot train a 4-bit base: use train.finetune=lora (QLoRA)")
+    if cfg.train.spectrum.top_fraction and cfg.train.spectrum.apply not in ("full", "lora"):
+        raise ValueError(f"train.spectrum.apply={cfg.train.spectrum.apply!r}: expected full | lora")
+    return finetune
+
+
+def prepare_for_kbit(cfg, model):
+    """QLoRA: peft's preparation (norms in fp32, input grads), and exact 4-bit gradients on CPU."""
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.train.gradient_checkpointing))
+    if cfg.hardware.device == "cpu":
+        models.keep_cpu_4bit_gradients_exact(model)
+    return model
+
+
+def new_trainable(cfg, model, tokenizer, fmt, output_dir: Path, model_id: str):
+    """(model, peft_config) for training from `model`: a fresh LoRA, QLoRA, full, or Spectrum-restricted.
+
+    With LoRA the trainer wraps the model (peft_config); with full fine-tuning the model's own
+    parameters train (all, or with Spectrum only the chosen modules plus embeddings and LM head).
+    """
+    finetune = check_finetune(cfg)
+    if cfg.model.load_in_4bit:
+        model = prepare_for_kbit(cfg, model)
+    chosen = None
+    if cfg.train.spectrum.top_fraction:
+        chosen = spectrum.select(model, cfg.train.spectrum, model_id=model_id, output_dir=output_dir)
+    if finetune == "full":
+        if chosen is not None and cfg.train.spectrum.apply == "full":
+            spectrum.freeze_all_but(model, chosen)
+        return model, None
+    targets = chosen if chosen is not None and cfg.train.spectrum.apply == "lora" else None
+    if chosen is not None and cfg.train.spectrum.apply == "full":
+        raise ValueError("train.spectrum.apply=full needs train.finetune=full (with LoRA use apply=lora)")
+    return model, lora_config(cfg, model, tokenizer, fmt, targets)
+
+
+def trainable_summary(model) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_parameters": trainable, "total_parameters": total}
+
+
+# ----------------------------------------------------------------------------- model lineage
+
+
+def read_training_json(path: str | Path) -> dict | None:
+    file = Path(path) / TRAINING_JSON
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def lineage(path: str) -> tuple[str, list[str]]:
+    """(full-precision base, adapter chain) that reproduce the model at `path`.
+
+    A folder written by a stage records both in its training.json; any other adapter folder names its
+    base in adapter_config.json; anything else is a base model itself.
+    """
+    record = read_training_json(path)
+    if record is not None:
+        return record["base_model"], list(record["adapter_chain"])
+    if models.is_adapter_dir(path):
+        from peft import PeftConfig
+
+        return PeftConfig.from_pretrained(path).base_model_name_or_path, [str(path)]
+    return str(path), []
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def save_model(trainer, tokenizer, output_dir: Path) -> None:
+    """Adapter (or full model) and tokenizer with the format's tokens and chat template into `output_dir`.
+
+    Written into a staging folder first and moved into place, so a folder with training.json is complete.
+    Checkpoints stay in `output_dir/checkpoints` for resume.
+    """
+    staging = output_dir / ".saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(staging))
+        for item in staging.iterdir():
+            target = output_dir / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        staging.rmdir()
+
+
+def final_metrics(trainer) -> dict:
+    """The last logged training values (loss, rewards, margins...) and the run summary."""
+    history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))} if history else {}
+    summary = next((e for e in reversed(trainer.state.log_history) if "train_runtime" in e), {})
+    metrics.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    if history:
+        metrics["final_loss"] = history[-1]["loss"]
+        metrics["first_loss"] = history[0]["loss"]
+    metrics["global_step"] = trainer.state.global_step
+    return metrics
+
+
+def write_training_json(output_dir: Path, record: dict) -> None:
+    atomic_write_json(output_dir / TRAINING_JSON, record)
