@@ -225,6 +225,7 @@ class MergeConfig:
 class PipelineConfig:
     rounds: int = 1  # mine + DPO rounds after SFT, each with the newest model
     resume: bool = True  # skip steps whose outputs are complete in the run directory
+    step_overrides: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STAGES[1:]})  # per stage (sft|eval|mine|dpo|merge): key=value overrides applied to that step only
 
 
 @dataclass

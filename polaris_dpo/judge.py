@@ -100,7 +100,7 @@ def judge_message(parsed: dict, example: dict, options: JudgeOptions = _DEFAULT_
             if issues:
                 detail = f"{len(issues)} spacing error(s): " + "; ".join(issue.describe() for issue in issues[:3])
                 return Verdict("bad_spacing", detail, parsed,
-                               {"role": "assistant", "content": fix_spacing(content)}, issues)
+                               {"role": "assistant", "content": fix_spacing(content, issues)}, issues)
         return Verdict("ok", "text answer", parsed)
     if not got:
         names = ", ".join(repr(call["name"]) for call in expected)

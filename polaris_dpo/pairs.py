@@ -218,6 +218,8 @@ def _changed_value(value, alternatives: list):
     """A value of the same JSON type that none of `alternatives` accepts (None when there is none)."""
     if isinstance(value, bool):
         new = not value
+        if any(isinstance(a, bool) and a == new for a in alternatives):
+            return None  # both truth values are acceptable: no wrong value of this type
     elif isinstance(value, int):
         new = value + 1
         while new in alternatives:
@@ -377,7 +379,9 @@ def preference_pairs(example: dict, provenance: dict, judge_options=None) -> Pro
     """One pair per rejected candidate of a labelled preference row: chosen = the right answer.
 
     The category is the judge's verdict on the rejected answer against the chosen one (a call where
-    text was right is unwanted_call, and so on); rows whose candidates cannot be read are quarantined.
+    text was right is unwanted_call, and so on). A rejected text answer against a chosen text answer
+    (When2Call's direct answer vs asking back) fits no failure category: counted as `judged_alike`,
+    not paired. Rows without a chosen and a rejected answer are quarantined.
     """
     outcome = PromptOutcome()
     prefs = example.get("preferences") or {}
@@ -396,10 +400,10 @@ def preference_pairs(example: dict, provenance: dict, judge_options=None) -> Pro
         message = msgs.normalize_message(message, f"preferences.rejected[{i}]")
         verdict = judge_message(message, target, judge_options) if judge_options else judge_message(message, target)
         category = verdict.category
-        if category == "ok":
-            outcome.items.append(("ok", "ok"))  # the dataset's rejected answer is as good as its chosen one
+        if category == "ok":  # text against text (a direct answer where asking back was right): no category
+            outcome.items.append(("ok", "judged_alike"))
             continue
-        label = (prefs.get("rejected_labels") or [None] * len(rejected))[i]
+        label = (prefs.get("rejected_kinds") or [None] * len(rejected))[i]
         prov = {**provenance, "sampling": {"dataset_label": label} if label else {}}
         rows.append((category, pair_row(example, chosen, message, category, "dataset", prov)))
     _keep_within_prompt(rows, outcome, 0)

@@ -19,27 +19,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Spans no rule looks into. Order does not matter: overlapping spans are merged.
-_PROTECTED = re.compile(
-    r"```.*?(?:```|\Z)"                                   # fenced code block (unterminated: to the end)
-    r"|~~~.*?(?:~~~|\Z)"
-    r"|`[^`\n]+`"                                         # inline code
-    r"|\b(?:https?|ftp|file)://[^\s<>\"'`]+"             # URL with scheme
-    r"|\bwww\.[^\s<>\"'`]+"                               # bare www URL
-    r"|\bdata:[\w/+.-]+;[^\s<>\"'`)]+"                     # data: URI
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"                      # e-mail address
-    r"|\{[^{}\n]*[\"':][^{}\n]*\}"                        # one-line JSON / dict literal
-    r"|\[[^\[\]\n]*[\"'{][^\[\]\n]*\]"                    # one-line JSON array of strings / objects
-    r"|\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b"                   # host:port
-    r"|\blocalhost:\d+\b"
-    r"|&#?\w+;"                                           # HTML entity
-    r"|\b[a-z]\w*\.[A-Z]\w*(?=\(|\s+(?:function|method|class|type|struct|interface|constructor|property|call)s?\b)"
-    #                                                      ^ qualified identifier: rand.Intn function, fmt.Println(
-    r"|(?m:^=.*$)"                                        # spreadsheet formula line
-    r"|(?m:^ {0,3}\|.*$)"                                 # Markdown table row
-    r"|(?m:^(?: {4}|\t).*$)",                             # indented code line
-    re.DOTALL,
-)
+# Spans no rule looks into, each with a substring that must occur for it to match at all (a cheap
+# gate: most answers have no code, URL or e-mail). Overlapping spans are merged.
+_PROTECTED = [(trigger, re.compile(pattern, flags)) for trigger, pattern, flags in [
+    # fenced code block (unterminated: to the end), else inline code: one scan, so that a fence's
+    # backticks never open an inline span
+    ("`", r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL),
+    ("~~~", r"~~~.*?(?:~~~|\Z)", re.DOTALL),
+    ("://", r"\b(?:https?|ftp|file)://[^\s<>\"'`]+", 0),           # URL with scheme
+    ("www.", r"\bwww\.[^\s<>\"'`]+", 0),                             # bare www URL
+    ("data:", r"\bdata:[\w/+.-]+;[^\s<>\"'`)]+", 0),                # data: URI
+    ("@", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0),                      # e-mail address
+    ("{", r"\{[^{}\n]*[\"':][^{}\n]*\}", 0),                        # one-line JSON / dict literal
+    ("[", r"\[[^\[\]\n]*[\"'{][^\[\]\n]*\]", 0),                    # one-line JSON array of strings / objects
+    (":", r"\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b|\blocalhost:\d+\b", 0),   # host:port
+    ("&", r"&#?\w+;", 0),                                          # HTML entity
+    # qualified identifier in prose: the rand.Intn function, fmt.Println(
+    (".", r"\b[a-z]\w*\.[A-Z]\w*(?=\(|\s+(?:function|method|class|type|struct|interface|constructor|property|call)s?\b)",
+     0),
+    ("=", r"(?m:^=.*$)", 0),                                        # spreadsheet formula line
+    ("|", r"(?m:^ {0,3}\|.*$)", 0),                                 # Markdown table row
+    ("", r"(?m:^(?: {4}|\t).*$)", 0),                              # indented code line
+]]
 _URL_TRAILING = ".,;:!?)]}'\""
 
 _ABBREVIATION = re.compile(
@@ -65,6 +66,13 @@ _SPACE_BEFORE = re.compile(
 _DOUBLE_SPACE = re.compile(r"(?<=\S) {2,}(?=\S)")
 
 RULES = ("missing_space_after", "space_before", "double_space")
+# Each rule is tried only where a cheap pattern finds a candidate (a mark before a non-space, a run of
+# spaces): matching the full pattern, lookbehinds included, at every position is what costs.
+_RULES = [
+    ("missing_space_after", re.compile(r"[:;,?!.](?=\S)"), _MISSING_AFTER),
+    ("space_before", re.compile(r"(?<=\S) +(?=[,.:])"), _SPACE_BEFORE),
+    ("double_space", re.compile(r"(?<=\S) {2,}(?=\S)"), _DOUBLE_SPACE),
+]
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,15 @@ class Issue:
 def protected_spans(text: str) -> list[tuple[int, int]]:
     """Sorted, merged (start, end) spans of code, JSON, URLs, e-mails and other text the rules skip."""
     spans = []
-    for match in _PROTECTED.finditer(text):
-        start, end = match.span()
-        token = match.group()
-        if "://" in token[:8] or token.startswith("www."):
-            end -= len(token) - len(token.rstrip(_URL_TRAILING))
-        spans.append((start, end))
+    for trigger, pattern in _PROTECTED:
+        if trigger and trigger not in text:
+            continue
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            token = match.group()
+            if trigger in ("://", "www."):
+                end -= len(token) - len(token.rstrip(_URL_TRAILING))
+            spans.append((start, end))
     for match in _ABBREVIATION.finditer(text):
         spans.append(match.span())
     spans.sort()
@@ -122,9 +133,11 @@ def find_issues(text: str) -> list[Issue]:
         return []
     spans = None
     issues = []
-    for rule, pattern in (("missing_space_after", _MISSING_AFTER), ("space_before", _SPACE_BEFORE),
-                          ("double_space", _DOUBLE_SPACE)):
-        for match in pattern.finditer(text):
+    for rule, candidates, pattern in _RULES:
+        for candidate in candidates.finditer(text):
+            match = pattern.match(text, candidate.start())
+            if match is None:
+                continue
             if spans is None:
                 spans = protected_spans(text)
             start, end = match.span()
@@ -156,11 +169,15 @@ def _apply(text: str, issues: list[Issue]) -> str:
     return "".join(pieces)
 
 
-def fix_spacing(text: str) -> str:
-    """`text` with every spacing error repaired and nothing else changed (a no-op on text without issues)."""
+def fix_spacing(text: str, issues: list[Issue] | None = None) -> str:
+    """`text` with every spacing error repaired and nothing else changed (a no-op on text without issues).
+
+    `issues`: `find_issues(text)` when the caller has it already.
+    """
+    issues = find_issues(text) if issues is None else issues
     for _ in range(8):
-        issues = find_issues(text)
         if not issues:
             return text
         text = _apply(text, issues)
+        issues = find_issues(text)
     return text

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from polaris_dpo import report
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -87,26 +87,14 @@ def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **overrides)
     OmegaConf.set_struct(sub, True)
     sub.run_dir = str(run_dir / step)
     sub.stage.name = stage
+    step_overrides = list(cfg.pipeline.step_overrides.get(stage) or [])
+    if step_overrides:
+        sub = OmegaConf.merge(sub, OmegaConf.from_dotlist(step_overrides))
     for key, value in overrides.items():
         OmegaConf.update(sub, key, value, merge=False)
     Path(sub.run_dir).mkdir(parents=True, exist_ok=True)
     return sub
 
-
-def stage_output(result: dict, default: Path) -> str:
-    """The model/adapter folder a training stage reports (`output`), or the stage's default folder."""
-    for key in ("output", "output_dir", "model_path", "adapter"):
-        if result.get(key):
-            return str(result[key])
-    return str(default)
-
-
-def eval_rates(result: dict, eval_dir: Path) -> dict:
-    """category -> rate (and the sample count) from an eval step's result or its metrics.json."""
-    metrics = result.get("metrics")
-    if metrics is None:
-        metrics = json.loads((eval_dir / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    return metrics
 
 
 def run(cfg: DictConfig) -> dict:
@@ -123,32 +111,28 @@ def run(cfg: DictConfig) -> dict:
     state = State(run_dir, cfg)
 
     def sft_step():
-        sub = step_cfg(cfg, run_dir, "sft", "sft")
-        result = sft.run(sub)
-        return {**result, "model": stage_output(result, Path(sub.run_dir) / cfg.sft.output)}
+        result = sft.run(step_cfg(cfg, run_dir, "sft", "sft"))
+        return {**result, "model": result["output_dir"]}
 
     def eval_step(step: str, model_path: str):
-        sub = step_cfg(cfg, run_dir, step, "eval", **{"eval.model_path": model_path})
-        result = eval.run(sub)
-        return {**result, "model": model_path, "metrics": eval_rates(result, Path(sub.run_dir))}
+        result = eval.run(step_cfg(cfg, run_dir, step, "eval", **{"eval.model_path": model_path}))
+        return {**result, "model": model_path}
 
     def mine_step(step: str, model_path: str, r: int):
         sub = step_cfg(cfg, run_dir, step, "mine", **{"mine.model_path": model_path,
                                                       "mine.name": f"round{r}",
                                                       "mine.pairs_dir": str(run_dir / "pairs"),
                                                       "seed": int(cfg.seed) + r})
-        result = mine.run(sub)
-        return {**result, "pairs": str(result.get("pairs") or run_dir / "pairs" / f"round{r}")}
+        return mine.run(sub)
 
     def dpo_step(step: str, model_path: str, pairs: str):
-        sub = step_cfg(cfg, run_dir, step, "dpo", **{"dpo.sft_model": model_path, "dpo.pairs": pairs})
-        result = dpo.run(sub)
-        return {**result, "model": stage_output(result, Path(sub.run_dir) / cfg.dpo.output)}
+        result = dpo.run(step_cfg(cfg, run_dir, step, "dpo", **{"dpo.sft_model": model_path, "dpo.pairs": pairs}))
+        return {**result, "model": result["output_dir"]}
 
-    def merge_step(adapters: list[str]):
-        sub = step_cfg(cfg, run_dir, "merge", "merge", **{"merge.adapters": adapters})
+    def merge_step(source: str):
+        sub = step_cfg(cfg, run_dir, "merge", "merge", **{"merge.source": source, "merge.adapters": []})
         result = merge.run(sub)
-        return {**result, "model": stage_output(result, Path(sub.run_dir) / cfg.merge.output)}
+        return {**result, "source": source, "model": str(result.get("merged_dir") or Path(sub.run_dir) / cfg.merge.output)}
 
     def newest_model() -> str:
         trained = [n for n in names if n.startswith("dpo_") and state.done(n)]
@@ -170,14 +154,20 @@ def run(cfg: DictConfig) -> dict:
         if kind == "eval":
             return eval_step(name, state.result(f"dpo_{num}")["model"])
         if name == "merge":
-            return merge_step(merge_adapters(state, rounds))
+            return merge_step(newest_model())
         if name == "report":
             return write_report(run_dir, cfg, {n: state.steps[n] for n in names if n != "report"}, rounds)
         raise ValueError(f"unknown pipeline step {name!r}")
 
+    def stale(name: str) -> bool:
+        """A finished step to redo: the report always (it is cheap), the merge when there is a newer model."""
+        if name == "report":
+            return True
+        return name == "merge" and state.result("merge").get("source") != newest_model()
+
     started = time.monotonic()
     for index, name in enumerate(names, 1):
-        if state.done(name):
+        if state.done(name) and not stale(name):
             log.info("[%d/%d] %s: done in an earlier run (%.1f s), skipped", index, len(names), name,
                      state.steps[name]["wall_s"])
             continue
@@ -205,119 +195,56 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def merge_adapters(state: State, rounds: int) -> list[str]:
-    """The adapter folders to fold into the base, in order: SFT's (when it is an adapter), then each DPO round's
-    that is not a continuation of the one before (a continued adapter already holds what it started from)."""
-    from polaris_dpo.models import is_adapter_dir
-
-    chain = [state.result("sft")["model"]] + [state.result(f"dpo_{r}")["model"] for r in range(1, rounds + 1)]
-    adapters: list[str] = []
-    for path in chain:
-        if not is_adapter_dir(path):
-            continue
-        cfg_file = Path(path) / "adapter_config.json"
-        base = json.loads(cfg_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        if adapters and base and Path(base).resolve() == Path(adapters[-1]).resolve():
-            adapters[-1] = path
-        else:
-            adapters.append(path)
-    return adapters
-
-
-def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson interval of a rate over n samples."""
-    if n <= 0:
-        return (0.0, 1.0)
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def rates_of(metrics: dict) -> tuple[dict[str, float], int]:
-    """(category -> rate over all samples, sample count) from an eval step's metrics."""
-    rates = metrics.get("rates") or {}
-    return {c: float(rates.get(c, 0.0)) for c in CATEGORIES}, int(metrics.get("samples") or metrics.get("n") or 0)
-
 
 def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds: int) -> dict:
-    """`report.md` (table per category, before and after each round, charts) and `pipeline_summary.json`."""
-    evals = ["eval_before", *[f"eval_{r}" for r in range(1, rounds + 1)]]
-    measured = {name: rates_of(steps[name]["result"]["metrics"]) for name in evals}
-    before, n_before = measured["eval_before"]
-    after, n_after = measured[evals[-1]]
-    charts = draw_charts(run_dir, {("before" if n == "eval_before" else f"round {n[5:]}"): measured[n][0]
-                                   for n in evals})
-    report = run_dir / "report.md"
+    """`report.md` (a table per category: before, after each round; the chart) and `pipeline_summary.json`."""
+    evals = {"before": "eval_before", **{f"round {r}": f"eval_{r}" for r in range(1, rounds + 1)}}
+    measured = {label: steps[name]["result"]["metrics"] for label, name in evals.items()}
+    last = f"round {rounds}"
+    before, after = measured["before"], measured[last]
+    chart = report.category_chart(run_dir / "failure_rates.png",
+                                  {label: {c: m["categories"][c]["rate"] for c in FAILURE_CATEGORIES}
+                                   for label, m in measured.items()},
+                                  title="Failure rates on held-out prompts", categories=FAILURE_CATEGORIES)
+    settings = after.get("settings", {})
+    pairs_path = steps[f"mine_{rounds}"]["result"]["pairs"]
+    merged = steps["merge"]["result"]["model"]
     lines = [
-        "# polaris-dpo pipeline report",
-        "",
-        f"Held-out prompts, rates over all samples ({n_before} before, {n_after} after; "
-        f"{cfg.eval.samples_per_prompt} samples per prompt at temperature {cfg.eval.temperature}). "
-        "Brackets: 95 % Wilson interval.",
-        "",
-        "| category | before | " + " | ".join(f"after round {r}" for r in range(1, rounds + 1)) + " | change |",
-        "|---|---|" + "---|" * rounds + "---|",
+        "# polaris-dpo pipeline report", "",
+        f"Held-out prompts: {after.get('prompts', '?')}; {settings.get('samples_per_prompt', '?')} samples per prompt "
+        f"at temperature {settings.get('temperature', '?')} ({before['n']} samples before, {after['n']} after). "
+        "Rates are shares of all samples with a 95 % Wilson interval and the count.", "",
+        "## Before and after", "",
+        report.category_table({"before": before["categories"], f"after ({last})": after["categories"]}), "",
     ]
-    for cat in CATEGORIES:
-        cells = []
-        for name in evals:
-            rate, n = measured[name][0][cat], measured[name][1]
-            lo, hi = wilson(rate, n)
-            cells.append(f"{100 * rate:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]")
-        change = after[cat] - before[cat]
-        relative = f" ({100 * change / before[cat]:+.0f} %)" if before[cat] > 0 else ""
-        lines.append(f"| `{cat}` | " + " | ".join(cells) + f" | {100 * change:+.1f} pt{relative} |")
-    lines += ["", "## Steps", "", "| step | wall time (s) |", "|---|---|"]
+    if rounds > 1:
+        lines += ["## Each round", "", report.category_table({label: m["categories"] for label, m in measured.items()}),
+                  ""]
+    lines += [f"![failure rates]({chart.name})", "", "## Steps", "", "| step | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {info['wall_s']:.1f} |" for name, info in steps.items()]
-    lines += ["", f"Pairs: `{steps[f'mine_{rounds}']['result']['pairs']}`  ",
-              f"Merged model: `{steps['merge']['result']['model']}`", ""]
-    lines += [f"![{Path(c).stem}]({Path(c).name})" for c in charts]
-    tmp = report.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(report)
+    lines += ["", f"Pair set (last round): `{pairs_path}`  ", f"Merged model: `{merged}`  ",
+              f"Evaluations: {', '.join(f'`{run_dir / name}`' for name in evals.values())}", ""]
+    report_path = report.atomic_write_text(run_dir / "report.md", "\n".join(lines))
+
+    def rates(metrics: dict) -> dict[str, float]:
+        return {c: metrics["categories"][c]["rate"] for c in CATEGORIES}
 
     summary = {
-        "before": before,
-        "after": after,
-        "samples": {"before": n_before, "after": n_after},
-        "rounds": [{"round": r, "rates": measured[f"eval_{r}"][0], "samples": measured[f"eval_{r}"][1],
-                    "pairs": steps[f"mine_{r}"]["result"]["pairs"]} for r in range(1, rounds + 1)],
+        "before": rates(before),
+        "after": rates(after),
+        "intervals": {"before": {c: [before["categories"][c]["low"], before["categories"][c]["high"]] for c in CATEGORIES},
+                      "after": {c: [after["categories"][c]["low"], after["categories"][c]["high"]] for c in CATEGORIES}},
+        "samples": {"before": before["n"], "after": after["n"]},
+        "prompts": after.get("prompts"),
+        "eval_settings": settings,
+        "rounds": [{"round": r, "rates": rates(measured[f"round {r}"]), "samples": measured[f"round {r}"]["n"],
+                    "pairs": steps[f"mine_{r}"]["result"]["pairs"],
+                    "pair_stats": steps[f"mine_{r}"]["result"].get("stats")} for r in range(1, rounds + 1)],
         "step_wall_s": {name: info["wall_s"] for name, info in steps.items()},
         "total_wall_s": round(sum(info["wall_s"] for info in steps.values()), 2),
-        "paths": {
-            "report": str(report),
-            "pairs": steps[f"mine_{rounds}"]["result"]["pairs"],
-            "merged_model": steps["merge"]["result"]["model"],
-            "charts": charts,
-            "eval_before": str(run_dir / "eval_before"),
-            "eval_after": str(run_dir / evals[-1]),
-        },
+        "paths": {"report": str(report_path), "chart": str(chart), "pairs": pairs_path, "merged_model": merged,
+                  "eval_before": str(run_dir / "eval_before"), "eval_after": str(run_dir / evals[last])},
         "seed": int(cfg.seed),
     }
-    write_json(run_dir / SUMMARY_FILE, summary)
-    return {"report": str(report), "summary": str(run_dir / SUMMARY_FILE)}
-
-
-def draw_charts(run_dir: Path, series: dict[str, dict[str, float]]) -> list[str]:
-    """Failure rates per category for each measured model, as a grouped bar chart (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cats = FAILURE_CATEGORIES
-    width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for i, (label, rates) in enumerate(series.items()):
-        ax.bar([x + i * width for x in range(len(cats))], [100 * rates[c] for c in cats], width, label=label)
-    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(cats))], cats, rotation=30, ha="right")
-    ax.set_ylabel("% of samples")
-    ax.set_title("Failure rates on held-out prompts")
-    ax.legend()
-    fig.tight_layout()
-    path = run_dir / "failure_rates.png"
-    tmp = run_dir / ".failure_rates.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return [str(path)]
+    report.atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return {"report": str(report_path), "summary": str(run_dir / SUMMARY_FILE)}
