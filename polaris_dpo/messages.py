@@ -116,6 +116,9 @@ def normalize_tools(tools: Any, field: str = "tools") -> list[dict]:
 
 # ---------------------------------------------------------------- messages
 
+CODE_INTERPRETER = "python"
+
+
 def normalize_arguments(arguments: Any, field: str) -> dict:
     """Call arguments as a dict, from a dict, a JSON string of an object, or nothing."""
     if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
@@ -143,6 +146,8 @@ def normalize_call(call: Any, field: str) -> dict:
         arguments = function["arguments"]
     else:
         arguments = function.get("parameters")  # some datasets write calls with `parameters`
+    if name == CODE_INTERPRETER and isinstance(arguments, str) and not arguments.lstrip().startswith("{"):
+        arguments = {"code": arguments}  # code-interpreter calls carry raw code, not JSON (functionary, OpenAI)
     out = {"type": "function",
            "function": {"name": name, "arguments": normalize_arguments(arguments, f"{where}.arguments")}}
     if call.get("id") is not None:

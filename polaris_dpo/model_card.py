@@ -72,9 +72,10 @@ def _usage(repo_id: str, fmt) -> list[str]:
         'tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",',
         '          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]',
         'messages = [{"role": "user", "content": "Weather in Paris?"}]',
-        "ids = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, return_tensors=\"pt\")",
-        "out = model.generate(ids, max_new_tokens=128)",
-        "print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=False))",
+        "inputs = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,",
+        "                                       return_dict=True, return_tensors=\"pt\")",
+        "out = model.generate(**inputs, max_new_tokens=128)",
+        "print(tokenizer.decode(out[0, inputs[\"input_ids\"].shape[1]:], skip_special_tokens=False))",
         "```",
         "",
         f"Special tokens of the format: {tokens}; a turn ends with `{fmt.eos_token if fmt else '?'}` "

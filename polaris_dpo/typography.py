@@ -33,6 +33,7 @@ _PROTECTED = [(trigger, re.compile(pattern, flags)) for trigger, pattern, flags 
     ("{", r"\{[^{}\n]*[\"':][^{}\n]*\}", 0),                        # one-line JSON / dict literal
     ("[", r"\[[^\[\]\n]*[\"'{][^\[\]\n]*\]", 0),                    # one-line JSON array of strings / objects
     (":", r"\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b|\blocalhost:\d+\b", 0),   # host:port
+    (":", r"\b(?:[HhMmSs]{1,2}|[YyDd]{1,4})(?::(?:[HhMmSs]{1,2}|[YyDd]{1,4}))+\b", 0),  # time pattern HH:MM:SS
     ("&", r"&#?\w+;", 0),                                          # HTML entity
     # qualified identifier in prose: the rand.Intn function, fmt.Println(
     (".", r"\b[a-z]\w*\.[A-Z]\w*(?=\(|\s+(?:function|method|class|type|struct|interface|constructor|property|call)s?\b)",

@@ -27,7 +27,7 @@ def test_default_config_composes(make_cfg):
     assert cfg.model.tiny.num_hidden_layers > 0
     assert cfg.format.name == "polaris"
     assert cfg.hardware.device == "cpu"
-    assert cfg.data.root.endswith("assets/glaive")
+    assert cfg.data.root.endswith("assets/demo")
 
 
 @pytest.mark.parametrize("stage", STAGES)

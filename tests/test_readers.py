@@ -130,11 +130,14 @@ def test_functionary_through_openai_reader(shared_data, tmp_path):
     v1, counts, _ = read(tmp_path, reader="openai", root=str(root), path="test_case_v1.json")
     assert counts["kept"] == 1 and v1[0]["tools"][0]["function"]["name"] == "get_car_price"
     assert [m["role"] for m in v1[0]["messages"]].count("tool") == 2
-    # test_case.json / _v2: functionary's code-interpreter call carries raw Python as `arguments`, not JSON
+    # test_case.json / _v2: functionary's code-interpreter call carries raw Python as `arguments`, not JSON:
+    # it is kept canonically as {"code": ...}, which the functionary format renders back as raw code
     for name in ("test_case.json", "test_case_v2.json"):
-        _, counts, quarantined = read(tmp_path, reader="openai", root=str(root), path=name)
-        assert counts == {"read": 1, "kept": 0, "quarantined": 1}
-        assert quarantined[0]["field"] == "messages[12].tool_calls[0].function.arguments"
+        conversations, counts, _ = read(tmp_path, reader="openai", root=str(root), path=name)
+        assert counts == {"read": 1, "kept": 1, "quarantined": 0}
+        call = conversations[0]["messages"][12]["tool_calls"][0]["function"]
+        assert call["name"] == "python" and set(call["arguments"]) == {"code"}
+        assert "import" in call["arguments"]["code"] or "\n" in call["arguments"]["code"]
 
 
 def polaris_readme_chat(shared_data) -> str:

@@ -61,6 +61,7 @@ def test_rules_fire_and_fix(text, fixed):
     "It is ASP.NET or Node.js, not React.",
     "Ratio 16:9, chapter 3:16, score 2-1.",
     "Tom &amp;Jerry",
+    "Give the time in the format (HH:MM) or hh:mm:ss.",
     "![img](data:image/png;base64,iVBOR) shown.",
     "Line one.\nLine two.",
     "He said \"yes.\" Then left.",

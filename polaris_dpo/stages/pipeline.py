@@ -126,6 +126,11 @@ def run(cfg: DictConfig) -> dict:
         return mine.run(sub)
 
     def dpo_step(step: str, model_path: str, pairs: str):
+        train_file = Path(pairs) / "train.jsonl"
+        if train_file.is_file() and not any(line.strip() for line in train_file.open(encoding="utf-8")):
+            log.warning("%s: the pair set %s has no training pairs (no failures mined): DPO skipped, "
+                        "the model stays %s", step, pairs, model_path)
+            return {"skipped": "no training pairs", "model": model_path}
         result = dpo.run(step_cfg(cfg, run_dir, step, "dpo", **{"dpo.sft_model": model_path, "dpo.pairs": pairs}))
         return {**result, "model": result["output_dir"]}
 
