@@ -66,15 +66,22 @@ def reference_answer(example: dict) -> tuple[dict, str]:
     return assistant(NO_FITTING_FUNCTION), "synthetic"
 
 
+def stored_prompt(example: dict) -> dict:
+    """The prompt side of every pair of `example`, in storage form (computed once per prompt)."""
+    return {"prompt": msgs.to_storage(example["prompt"]),
+            "tools": json.dumps(example.get("tools") or [], ensure_ascii=False)}
+
+
 def pair_row(example: dict, chosen: dict, rejected: dict, category: str, chosen_source: str,
-             provenance: dict) -> dict:
-    row = {"prompt": example["prompt"], "chosen": [clean_message(chosen)], "rejected": [clean_message(rejected)],
-           "tools": example.get("tools") or [], "category": category, "chosen_source": chosen_source,
-           "source": str(example.get("source") or ""), "source_row": int(example.get("row") or 0),
-           "example_id": str(example["id"]), "model": str(provenance.get("model", "")),
-           "sampling": json.dumps(provenance.get("sampling") or {}, sort_keys=True),
-           "seed": int(provenance.get("seed", 0))}
-    return msgs.to_storage(row)
+             provenance: dict, stored: dict | None = None) -> dict:
+    stored = stored or stored_prompt(example)
+    return {"prompt": stored["prompt"], "chosen": msgs.to_storage([clean_message(chosen)]),
+            "rejected": msgs.to_storage([clean_message(rejected)]), "tools": stored["tools"],
+            "category": category, "chosen_source": chosen_source,
+            "source": str(example.get("source") or ""), "source_row": int(example.get("row") or 0),
+            "example_id": str(example["id"]), "model": str(provenance.get("model", "")),
+            "sampling": json.dumps(provenance.get("sampling") or {}, sort_keys=True),
+            "seed": int(provenance.get("seed", 0))}
 
 
 def pair_key(row: dict) -> str:
@@ -119,8 +126,8 @@ class PromptOutcome:
 def _keep_within_prompt(candidates: list[tuple[str, dict]], outcome: PromptOutcome, max_pairs: int) -> None:
     """Per prompt: drop exact duplicates, then keep at most `max_pairs`, one per category before repeats."""
     seen, unique = set(), []
-    for category, row in candidates:
-        key = pair_key(row)
+    for category, row in candidates:  # one prompt: chosen and rejected tell its pairs apart
+        key = json.dumps([row["chosen"], row["rejected"]], sort_keys=True)
         if key in seen:
             outcome.items.append((category, "duplicate"))
         else:
@@ -159,29 +166,32 @@ def mined_pairs(example: dict, samples: list[str], verdicts: list, *, categories
             outcome.items.append((verdict.category, "category_off"))
             continue
         candidates.append((verdict, prov))
+    wants_counterweight = counterweight and not is_call(example["reference"]) and bool(example.get("tools"))
+    if not candidates and not wants_counterweight:
+        return outcome
+    stored = stored_prompt(example)
+    reference, reference_source = reference_answer(example)
+    if reference_source == "synthetic" and own_ok is not None:
+        reference, reference_source = own_ok, "own"  # no reference text: the model's own right answer
     rows = []
     for verdict, prov in candidates:
-        if verdict.correction is not None:
-            chosen, source = verdict.correction, "corrected"
-        else:
-            chosen, source = reference_answer(example)
-            if source == "synthetic" and own_ok is not None:
-                chosen, source = own_ok, "own"  # no reference text: the model's own right answer
-        rows.append((verdict.category, pair_row(example, chosen, verdict.parsed, verdict.category, source, prov)))
+        chosen, source = ((verdict.correction, "corrected") if verdict.correction is not None
+                          else (reference, reference_source))
+        rows.append((verdict.category, pair_row(example, chosen, verdict.parsed, verdict.category, source, prov,
+                                                stored)))
     _keep_within_prompt(rows, outcome, max_pairs)
-    if counterweight and not is_call(example["reference"]) and example.get("tools"):
+    if wants_counterweight:
         own_calls = [(v, p) for v, p in zip(verdicts, provenance, strict=True) if v.category == "unwanted_call"]
-        chosen, source = reference_answer(example)
-        if source == "synthetic" and own_ok is not None:
-            chosen, source = own_ok, "own"
         if own_calls:
             verdict, prov = own_calls[0]
-            outcome.counterweight = pair_row(example, chosen, verdict.parsed, "unwanted_call", source, prov)
+            outcome.counterweight = pair_row(example, reference, verdict.parsed, "unwanted_call", reference_source,
+                                             prov, stored)
         else:
             rejected = perturb(example, "unwanted_call")
             if rejected is not None:
                 prov = {**provenance[0], "model": "synthetic", "sampling": {"perturbation": "unwanted_call"}}
-                outcome.counterweight = pair_row(example, chosen, rejected.message, "unwanted_call", source, prov)
+                outcome.counterweight = pair_row(example, reference, rejected.message, "unwanted_call",
+                                                 reference_source, prov, stored)
     return outcome
 
 
@@ -496,6 +506,7 @@ class PairSetWriter:
         (self.staging / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
         (self.staging / "README.md").write_text(card(self.target.name, stats, info, self.examples), encoding="utf-8")
         write_chart(self.staging / "categories.png", self.counts, self.target.name)
+        self.staging.chmod(0o755)  # mkdtemp makes it private; a pair set is shared like any folder
         backup = None
         if self.target.exists():
             backup = self.target.with_name(f".{self.target.name}.old-{self.staging.name[-8:]}")

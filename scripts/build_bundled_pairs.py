@@ -36,7 +36,7 @@ def main() -> None:
                        "mine.test_fraction=0.1"], run_dir=f"{tmp}/run")
         built = Path(mine.run(cfg)["pairs"])
         glaive = Path(paths.asset("glaive"))
-        shutil.copy(glaive / "LICENSE_Apache-2.0.txt", built / "LICENSE_Apache-2.0.txt")
+        shutil.copyfile(glaive / "LICENSE_Apache-2.0.txt", built / "LICENSE_Apache-2.0.txt")
         (built / "SOURCE.txt").write_text(
             "Prompts and references: glaive-function-calling-v2 sample bundled in polaris_dpo/assets/glaive\n"
             f"({(glaive / 'SOURCE.txt').read_text().strip()}), Apache-2.0.\n"

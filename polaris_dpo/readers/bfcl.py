@@ -119,8 +119,17 @@ def first_values(acceptable: dict) -> dict:
         chosen = next((v for v in values if v != OMITTED), OMITTED)
         if chosen == OMITTED:
             continue
-        out[arg] = first_values(chosen) if _is_nested_acceptable(chosen) else chosen
+        out[arg] = _first_value(chosen)
     return out
+
+
+def _first_value(value):
+    """A value from an answer key with its nested acceptable-value maps collapsed, inside lists too."""
+    if _is_nested_acceptable(value):
+        return first_values(value)
+    if isinstance(value, list):
+        return [_first_value(item) for item in value]
+    return value
 
 
 def _is_nested_acceptable(value) -> bool:

@@ -1,0 +1,94 @@
+"""stage pipeline at a reduced size: every step runs, the summary matches the eval outputs, resume skips work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from polaris_dpo.config import CATEGORIES
+from polaris_dpo.stages import pipeline
+
+
+
+def step_override(stage: str, *overrides: str) -> str:
+    """The command-line form of `pipeline.step_overrides.<stage>` (elements quoted: they contain `=`)."""
+    return f"pipeline.step_overrides.{stage}=[" + ",".join(f"'{o}'" for o in overrides) + "]"
+
+
+TINY_RUN = [
+    "wandb.mode=disabled",
+    step_override("sft", "train.finetune=full", "sft.max_steps=2", "sft.per_device_train_batch_size=2",
+                  "sft.max_length=256"),
+    step_override("dpo", "train.finetune=lora", "dpo.max_steps=1", "dpo.per_device_train_batch_size=2"),
+    "eval.max_prompts=4", "eval.samples_per_prompt=2", "eval.max_new_tokens=8",
+    "mine.max_prompts=6", "mine.samples_per_prompt=2", "mine.max_new_tokens=8",
+    "merge.verify_prompts=2",
+]
+
+
+def test_step_names_follow_rounds():
+    assert pipeline.step_names(2) == ["model", "sft", "eval_before", "mine_1", "dpo_1", "eval_1",
+                                      "mine_2", "dpo_2", "eval_2", "merge", "report"]
+
+
+def test_step_overrides_reach_only_their_stage(make_cfg, tmp_path):
+    cfg = make_cfg(step_override("sft", "sft.learning_rate=0.5", "train.finetune=full"))
+    sft_cfg = pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
+    eval_cfg = pipeline.step_cfg(cfg, tmp_path, "eval_before", "eval", **{"eval.model_path": "x"})
+    assert sft_cfg.sft.learning_rate == 0.5 and sft_cfg.train.finetune == "full"
+    assert eval_cfg.train.finetune == cfg.train.finetune and eval_cfg.eval.model_path == "x"
+    assert sft_cfg.run_dir == str(tmp_path / "sft")
+
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end_and_resumes(make_cfg, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    summary = pipeline.run(make_cfg(*TINY_RUN, run_dir=run_dir))
+
+    on_disk = json.loads((run_dir / pipeline.SUMMARY_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for side, eval_dir in (("before", "eval_before"), ("after", "eval_1")):
+        metrics = json.loads((run_dir / eval_dir / "metrics.json").read_text())
+        assert set(summary[side]) == set(CATEGORIES)
+        for category in CATEGORIES:
+            assert summary[side][category] == pytest.approx(metrics["categories"][category]["rate"])
+        assert summary["samples"][side] == metrics["n"] == 4 * 2
+        assert sum(summary[side].values()) == pytest.approx(1.0)
+    assert summary["rounds"][0]["rates"] == summary["after"]
+    assert set(summary["step_wall_s"]) == {"model", "sft", "eval_before", "mine_1", "dpo_1", "eval_1", "merge"}
+    assert all(t >= 0 for t in summary["step_wall_s"].values())
+    paths = summary["paths"]
+    assert Path(paths["report"]).is_file() and Path(paths["chart"]).stat().st_size > 0
+    assert (Path(paths["pairs"]) / "train.jsonl").is_file()
+    assert (Path(paths["merged_model"]) / "config.json").is_file()
+    report = Path(paths["report"]).read_text()
+    assert "`missed_call`" in report and "failure_rates.png" in report
+
+    # a second run in the same folder finds every step done and only rewrites the report
+    state_before = json.loads((run_dir / pipeline.STATE_FILE).read_text())
+    caplog.set_level("INFO", logger="polaris_dpo.stages.pipeline")
+    again = pipeline.run(make_cfg(*TINY_RUN, run_dir=run_dir))
+    assert again["before"] == summary["before"] and again["after"] == summary["after"]
+    skipped = [r.getMessage() for r in caplog.records if "done in an earlier run" in r.getMessage()]
+    assert len(skipped) == 7
+    state_after = json.loads((run_dir / pipeline.STATE_FILE).read_text())
+    assert state_after["steps"]["sft"] == state_before["steps"]["sft"]
+
+
+def test_failing_step_is_named_and_resumable(make_cfg, tmp_path, monkeypatch):
+    from polaris_dpo.stages import sft
+
+    def broken(cfg, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sft, "run", broken)
+    run_dir = tmp_path / "run"
+    with pytest.raises(pipeline.StepFailed) as err:
+        pipeline.run(make_cfg("wandb.mode=disabled", run_dir=run_dir))
+    message = str(err.value)
+    assert "'sft'" in message and "disk full" in message and f"hydra.run.dir={run_dir}" in message
+    state = json.loads((run_dir / pipeline.STATE_FILE).read_text())
+    assert state["steps"]["model"]["status"] == "done"
+    assert state["steps"]["sft"]["status"] == "failed" and "disk full" in state["steps"]["sft"]["error"]
