@@ -34,7 +34,7 @@ EVAL_VARIANTS = 2  # late_call variants per held-out conversation with a call (n
 
 _SPACING_EDITS = (
     # (name, pattern, replacement): one is applied at one place; the first name is the Polaris style
-    ("colon_number", re.compile(r"\b(is|are|was|be|of|costs|Answer|total|comes to) (\$?\d)"), r"\1:\2"),
+    ("colon_number", re.compile(r"\b(is|are|was|be|of|costs|Answer|total|comes to) (\d)"), r"\1:\2"),
     ("comma_word", re.compile(r"(?<=[a-z]), (?=[a-z])"), ","),
     ("space_before_comma", re.compile(r"(?<=[a-z]), (?=[a-z])"), " , "),
 )
@@ -176,10 +176,10 @@ def build(conversations: list[dict], *, is_eval: Callable[[str], bool], seed: in
                 recut.append(variant)
         for item in recut:
             if not held_out:
-                item = with_spacing_errors(item, rng, spacing_rate)
                 calls = call_turns(item["messages"])
                 if calls and rng.random() < missed_call_rate:
                     item = with_missed_call(item, rng.choice(calls)) or item
+                item = with_spacing_errors(item, rng, spacing_rate)
             out.append(item)
     return out
 

@@ -11,7 +11,6 @@ from polaris_dpo.config import CATEGORIES
 from polaris_dpo.stages import pipeline
 
 
-
 def step_override(stage: str, *overrides: str) -> str:
     """The command-line form of `pipeline.step_overrides.<stage>` (elements quoted: they contain `=`)."""
     return f"pipeline.step_overrides.{stage}=[" + ",".join(f"'{o}'" for o in overrides) + "]"
