@@ -99,19 +99,19 @@ def step_timer():
 
     class StepTimer(TrainerCallback):
         def __init__(self):
-            self.stamps: list[float] = []
-            self.train_begin: float | None = None
+            self.stamps: list[tuple[float, float]] = []  # (wall clock, this process's CPU time)
+            self.train_begin: tuple[float, float] | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.train_begin = time.perf_counter()
+            self.train_begin = (time.perf_counter(), time.process_time())
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
-        def step_seconds(self) -> list[float]:
-            """Duration of each step, the first measured from the start of training."""
+        def step_seconds(self, clock: int = 0) -> list[float]:
+            """Duration of each step (clock 0: wall, 1: CPU time), the first measured from the start of training."""
             marks = [self.train_begin, *self.stamps] if self.train_begin is not None else self.stamps
-            return [b - a for a, b in zip(marks, marks[1:])]
+            return [b[clock] - a[clock] for a, b in zip(marks, marks[1:])]
 
     return StepTimer()
 

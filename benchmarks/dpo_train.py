@@ -136,6 +136,7 @@ def main(spec: dict) -> dict:
     end = time.perf_counter()
     trainer = outcome["trainer"]
     steps = timer.step_seconds()
+    cpu_steps = timer.step_seconds(clock=1)
     history = [e for e in trainer.state.log_history if "loss" in e]
     model = trainer.model
     result = {
@@ -144,8 +145,10 @@ def main(spec: dict) -> dict:
         "global_step": trainer.state.global_step,
         "step_seconds": steps,
         "seconds_per_step": _support.steady(steps, spec.get("warmup", 3)),
-        "setup_seconds": (timer.train_begin or end) - begin,  # model + data + trainer (+ reference precompute)
-        "train_seconds": end - (timer.train_begin or begin),
+        "cpu_step_seconds": cpu_steps,
+        "cpu_seconds_per_step": _support.steady(cpu_steps, spec.get("warmup", 3)),
+        "setup_seconds": (timer.train_begin[0] if timer.train_begin else end) - begin,  # model, data, trainer, precompute
+        "train_seconds": end - (timer.train_begin[0] if timer.train_begin else begin),
         "run_seconds": end - begin,
         "process_seconds": end - START,
         "peak_rss_mib": _support.peak_rss_mib(),

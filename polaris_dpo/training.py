@@ -225,16 +225,21 @@ def save_model(trainer, tokenizer, output_dir: Path) -> None:
     Checkpoints stay in `output_dir/checkpoints` for resume.
     """
     staging = output_dir / ".saving"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.save_model(str(staging))
-    if trainer.accelerator.is_main_process:
+    main = trainer.accelerator.is_main_process
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # writes on the main process only
+    if main:
         tokenizer.save_pretrained(str(staging))
+        shutil.rmtree(staging / "ref", ignore_errors=True)  # TRL's frozen DPO reference: the SFT adapter, no output
         for item in staging.iterdir():
             target = output_dir / item.name
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(item, target)
         staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
 
 
 def final_metrics(trainer) -> dict:

@@ -21,6 +21,7 @@ TINY_RUN = [
     step_override("sft", "train.finetune=full", "sft.max_steps=2", "sft.per_device_train_batch_size=2",
                   "sft.max_length=256"),
     step_override("dpo", "train.finetune=lora", "dpo.max_steps=1", "dpo.per_device_train_batch_size=2"),
+    step_override("eval"), step_override("mine"),
     "eval.max_prompts=4", "eval.samples_per_prompt=2", "eval.max_new_tokens=8",
     "mine.max_prompts=6", "mine.samples_per_prompt=2", "mine.max_new_tokens=8",
     "merge.verify_prompts=2",

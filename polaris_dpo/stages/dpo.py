@@ -162,7 +162,6 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     tracking.finish()
 
     training.save_model(trainer, setup["tokenizer"], out)
-    shutil.rmtree(out / "ref", ignore_errors=True)  # TRL's frozen reference copy: the SFT adapter, not an output
     metrics = {**training.final_metrics(trainer), **training.trainable_summary(trainer.model)}
     record.update(metrics=metrics, final_loss=metrics.get("final_loss"))
     reference = record["reference"]
