@@ -46,6 +46,16 @@ def pair_set(scratch: Path, min_rows: int = 64) -> tuple[Path, str]:
     return Path(result["pairs"]), "synthetic pairs from stage mine (mine.source=synthetic; pairs/demo not present)"
 
 
+def subset_pairs(pairs: Path, rows: int, scratch: Path) -> Path:
+    """A pair set folder holding the first `rows` training pairs of `pairs`."""
+    target = scratch / f"pairs-{rows}"
+    target.mkdir(parents=True, exist_ok=True)
+    with (pairs / "train.jsonl").open() as source:
+        lines = [line for line in source if line.strip()][:rows]
+    (target / "train.jsonl").write_text("".join(lines))
+    return target
+
+
 def tiny_model(scratch: Path, overrides: list[str] = ()) -> tuple[str, Path]:
     """(model folder, tokenizer folder with the format's tokens and chat template) of the configured tiny model.
 

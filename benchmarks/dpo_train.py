@@ -131,9 +131,9 @@ def main(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_after_import = _support.current_rss_mib()
     timer = _support.step_timer()
-    begin = time.perf_counter()
+    begin, begin_cpu = time.perf_counter(), time.process_time()
     outcome = (run_ours if spec["side"] == "ours" else run_plain)(spec, settings, timer)
-    end = time.perf_counter()
+    end, end_cpu = time.perf_counter(), time.process_time()
     trainer = outcome["trainer"]
     steps = timer.step_seconds()
     cpu_steps = timer.step_seconds(clock=1)
@@ -150,6 +150,7 @@ def main(spec: dict) -> dict:
         "setup_seconds": (timer.train_begin[0] if timer.train_begin else end) - begin,  # model, data, trainer, precompute
         "train_seconds": end - (timer.train_begin[0] if timer.train_begin else begin),
         "run_seconds": end - begin,
+        "run_cpu_seconds": end_cpu - begin_cpu,
         "process_seconds": end - START,
         "peak_rss_mib": _support.peak_rss_mib(),
         "rss_after_import_mib": rss_after_import,

@@ -136,8 +136,8 @@ class SFTStageConfig:
     logging_steps: int = 10  # log every N steps
     save_steps: int = 100  # checkpoint every N steps (resume uses the newest)
     trl: dict[str, Any] = field(default_factory=dict)  # any other trl.SFTConfig field, passed through unchanged
-    datasets: list[dict[str, Any]] = field(default_factory=list)  # more data sections (data keys, merged over `data`) trained with it
-    schedule: str = "mix"  # mix: all data sections shuffled together | sequential: one after another, in order (Polaris: code, then calls)
+    datasets: list[dict[str, Any]] = field(default_factory=list)  # more data sections (keys of `data`, merged over it) trained before / with `data`
+    schedule: str = "mix"  # mix: all sections shuffled together | sequential: sft.datasets in order, then `data` (Polaris: code, then calls)
 
 
 @dataclass

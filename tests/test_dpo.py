@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from test_sft import QUICK, TINY, conversations, use_test_format, write_pairs
 
 from polaris_dpo import models
-from test_sft import QUICK, TINY, conversations, use_test_format, write_pairs
 
 
 @pytest.fixture

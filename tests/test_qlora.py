@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
+from test_sft import QUICK, TINY, conversations, use_test_format
 
 from polaris_dpo import models, training
-from test_sft import QUICK, TINY, conversations, use_test_format
 
 QLORA = ("model.load_in_4bit=true", "train.lora.dropout=0")
 

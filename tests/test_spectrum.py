@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from test_sft import QUICK, TINY, conversations, use_test_format
 
 from polaris_dpo import models, spectrum
-from test_sft import QUICK, TINY, conversations, use_test_format
 
 
 def test_low_rank_plus_noise_has_higher_snr_than_noise():

@@ -2,7 +2,7 @@
 
     python -m polaris_dpo stage=sft [data=glaive] [model.load_in_4bit=true] [sft.trl.packing=true]
 
-Reads the train split of `data` (and of `sft.datasets`, mixed or one after another), renders each
+Reads the train split of `data` (and of `sft.datasets` before it, mixed or one after another), renders each
 conversation with the format's chat template (set on the tokenizer, `{% generation %}` markers make
 the assistant mask: calls included, tool definitions and results excluded), trains, and writes
 `<run_dir>/<sft.output>/`: adapter or model, tokenizer, training.json.
@@ -23,11 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def data_sections(cfg) -> list:
-    """`data` followed by each `sft.datasets` entry (a partial data section merged over `data`)."""
-    sections = [cfg.data]
-    for extra in cfg.sft.datasets:
-        sections.append(OmegaConf.merge(cfg.data, extra))
-    return sections
+    """Each `sft.datasets` entry (a partial data section merged over `data`), then `data` itself."""
+    return [*(OmegaConf.merge(cfg.data, extra) for extra in cfg.sft.datasets), cfg.data]
 
 
 def read_train_conversations(cfg, data_cfg) -> list[dict]:
