@@ -121,7 +121,7 @@ def step_timer():
         def step_seconds(self, clock: int = 0) -> list[float]:
             """Duration of each step (clock 0: wall, 1: CPU time), the first measured from the start of training."""
             marks = [self.train_begin, *self.stamps] if self.train_begin is not None else self.stamps
-            return [b[clock] - a[clock] for a, b in zip(marks, marks[1:])]
+            return [b[clock] - a[clock] for a, b in zip(marks, marks[1:], strict=False)]
 
     return StepTimer()
 

@@ -55,7 +55,7 @@ def ours_overrides(spec: dict, s: dict) -> list[str]:
         f"dpo.logging_steps={s['logging_steps']}", "dpo.save_steps=1000000",
         f"train.gradient_checkpointing={s['gradient_checkpointing']}",
         f"dpo.precompute_ref_log_probs={s['precompute_ref_log_probs']}",
-        f"seed={s['seed']}", "wandb.mode=disabled",
+        f"seed={s['seed']}", "wandb.mode=disabled", *extra,
     ]
 
 

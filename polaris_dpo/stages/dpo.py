@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from polaris_dpo import models, tracking, training
+from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=[PreemptionCallback()])
     if continue_adapter:
         copy_adapter_into_ref(trainer.model)
     lora = peft_config is not None or continue_adapter

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from polaris_dpo import models, tracking, training
+from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
             neftune_noise_alpha=cfg.sft.neftune_noise_alpha,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=peft_config if index == 0 else None)
+                             processing_class=tokenizer, peft_config=peft_config if index == 0 else None,
+                             callbacks=[PreemptionCallback()])
         trainer.train(resume_from_checkpoint=training.resume_from(cfg, phase_dir))
         model = trainer.model
         tracking.finish()
