@@ -56,7 +56,14 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def render(results: dict[str, dict], elapsed: float) -> str:
+def load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
+def render(results: dict[str, dict], elapsed: float, load_at_start: str = "unknown") -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -65,6 +72,9 @@ def render(results: dict[str, dict], elapsed: float) -> str:
         f"- python {platform.python_version()}; {versions()}",
         f"- command: `python -m benchmarks {' '.join(sys.argv[1:])}`".rstrip(),
         f"- wall time of the whole run: {elapsed:.0f} s",
+        f"- machine load (1-minute load average) at start / end: {load_at_start} / {load_average()} on "
+        f"{os.cpu_count()} cores: other jobs shared the machine when this is above the core count, and wall "
+        "times are then pessimistic (CPU-time figures much less so)",
         "",
     ]
     for name, result in results.items():
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = args.names or ORDER
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), load_average()
     results: dict[str, dict] = {}
     for name in names:
         print(f"== {name}", flush=True)
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = module.run(quick=args.quick)
         print(json.dumps(results[name], default=str, indent=1), flush=True)
         print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
-    text = render(results, time.perf_counter() - start)
+    text = render(results, time.perf_counter() - start, load_at_start)
     print(text)
     if not args.no_write:
         RESULTS.write_text(text + "\n")

@@ -6,9 +6,11 @@ its peak memory (ru_maxrss) is its own and one run's caches cannot speed up the 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,8 +24,10 @@ SCRATCH_PREFIX = "polaris-bench-"
 
 
 def scratch_dir() -> Path:
-    """A fresh temporary folder for one benchmark (run dirs, checkpoints, caches)."""
-    return Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    """A fresh temporary folder for one benchmark (run dirs, checkpoints, caches), removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def compose(overrides: list[str], run_dir: Path):

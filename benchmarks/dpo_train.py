@@ -100,8 +100,12 @@ def run_plain(spec: dict, s: dict, timer) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
     train_dataset = load_dataset("json", data_files=str(Path(spec["pairs"]) / "train.jsonl"), split="train")
 
+    matched = {}
+    if spec.get("match_adapter"):  # diagnosis: the adapter stage dpo builds (LM head + new tokens' rows train too)
+        new_ids = sorted(tokenizer.convert_tokens_to_ids(spec["match_adapter"]))
+        matched = {"modules_to_save": ["lm_head"], "trainable_token_indices": {"embed_tokens": new_ids}}
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+                             target_modules="all-linear", task_type="CAUSAL_LM", **matched)
     training_args = DPOConfig(
         output_dir=str(Path(spec["run_dir"]) / "plain"),
         max_steps=s["max_steps"], num_train_epochs=s["num_train_epochs"], learning_rate=s["learning_rate"],

@@ -15,6 +15,8 @@ import hashlib
 import importlib.util
 from collections.abc import Iterable, Iterator
 
+SORT_WINDOW_BATCHES = 8  # prompts are sorted by length within windows of this many batches
+
 
 def prompt_seed(seed: int, example_id: str, sample_index: int) -> int:
     """The seed of one sample: a function of the run seed, the example and the sample number only."""
@@ -55,19 +57,46 @@ def cut_at_stop(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
-def _gumbel_processor(generators):
+_MASK64 = (1 << 64) - 1
+
+
+def _signed64(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = (_signed64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(z, bits: int):
+    """Logical right shift of int64 tensors (torch's >> is arithmetic)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def uniform_noise(row_seeds, step: int, vocab_size: int):
+    """Uniform (0, 1) noise [rows, vocab]: a splitmix64 hash of (row seed, step, token id), so each row's
+    noise depends on its own seed and position only, whatever batch it is in; one vectorised pass."""
+    import torch
+
+    tokens = torch.arange(vocab_size, dtype=torch.int64, device=row_seeds.device)
+    z = row_seeds[:, None] + _signed64((step + 1) * _GOLDEN) + tokens[None, :] * _MIX2  # int64 arithmetic wraps
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    return (_shift_right(z, 40).to(torch.float32) + 0.5) / float(1 << 24)
+
+
+def _gumbel_processor(row_seeds, prompt_width: int):
     import torch
     from transformers import LogitsProcessor
 
     class GumbelNoise(LogitsProcessor):
-        """Adds per-row Gumbel noise so that greedy decoding samples, each row from its own generator."""
+        """Adds per-row Gumbel noise so that greedy decoding samples, each row from its own seed."""
 
         def __call__(self, input_ids, scores):
-            noise = torch.empty_like(scores, dtype=torch.float32)
-            for row, generator in enumerate(generators):
-                uniform = torch.rand(scores.shape[-1], generator=generator, dtype=torch.float32)
-                noise[row] = -torch.log(-torch.log(uniform.clamp_(1e-20, 1.0 - 1e-7)))
-            return scores.float() + noise.to(scores.device)
+            step = input_ids.shape[1] - prompt_width
+            uniform = uniform_noise(row_seeds.to(scores.device), step, scores.shape[-1])
+            return scores.float() - torch.log(-torch.log(uniform))
 
     return GumbelNoise()
 
@@ -96,29 +125,54 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    # rows per generate call: batch_size prompts, each repeated n times
+    # prompts are read a window at a time and batched by length inside it (less padding), then
+    # yielded back in the caller's order; rows per generate call: batch_size prompts x n samples
     try:
-        for batch in _batches(prompts, batch_size):
-            texts = [render_prompt(fmt, example) for example in batch for _ in range(n)]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            processors = LogitsProcessorList()
-            if not greedy:
-                generators = [torch.Generator().manual_seed(prompt_seed(seed, str(example["id"]), j))
-                              for example in batch for j in range(n)]
-                processors.append(TemperatureLogitsWarper(temperature))
-                if top_p < 1.0:
-                    processors.append(TopPLogitsWarper(top_p))
-                processors.append(_gumbel_processor(generators))
-            with torch.no_grad():
-                out = model.generate(**enc, generation_config=config, logits_processor=processors,
-                                     tokenizer=tokenizer)
-            completions = [_completion(tokenizer, row, eos_ids, stops) for row in out[:, enc["input_ids"].shape[1]:]]
-            for i in range(len(batch)):
+        for window in _batches(prompts, batch_size * SORT_WINDOW_BATCHES):
+            texts = [render_prompt(fmt, example) for example in window]
+            by_length = sorted(range(len(window)), key=lambda i: len(texts[i]))
+            results: list[list[str] | None] = [None] * len(window)
+            for rows in _batches(by_length, batch_size):
+                enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(device)
+                cache = shared_prompt_cache(model, enc, n) if n > 1 else None
+                enc = {key: value.repeat_interleave(n, dim=0) for key, value in enc.items()}
+                processors = LogitsProcessorList()
+                if not greedy:
+                    row_seeds = torch.tensor([_signed64(prompt_seed(seed, str(window[i]["id"]), j))
+                                              for i in rows for j in range(n)], dtype=torch.int64)
+                    processors.append(TemperatureLogitsWarper(temperature))
+                    if top_p < 1.0:
+                        processors.append(TopPLogitsWarper(top_p))
+                    processors.append(_gumbel_processor(row_seeds, enc["input_ids"].shape[1]))
+                with torch.no_grad():
+                    out = model.generate(**enc, generation_config=config, logits_processor=processors,
+                                         tokenizer=tokenizer, past_key_values=cache)
+                completions = [_completion(tokenizer, row, eos_ids, stops)
+                               for row in out[:, enc["input_ids"].shape[1]:]]
+                for k, i in enumerate(rows):
+                    results[i] = completions[k * n:(k + 1) * n]
                 if progress is not None:
-                    progress.update(n)
-                yield completions[i * n:(i + 1) * n]
+                    progress.update(n * len(rows))
+            yield from results
     finally:
         model.train(was_training)
+
+
+def shared_prompt_cache(model, enc, n: int):
+    """The prompts' KV cache computed once and repeated for their n samples (all but the last prompt
+    token, which generate feeds itself): n samples cost one prefill, not n."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    mask = enc["attention_mask"][:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # what generate uses with left padding
+    with torch.no_grad():
+        model(input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
+              past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def _completion(tokenizer, token_ids, eos_ids: list[int], stops: list[str]) -> str:

@@ -87,3 +87,23 @@ def test_vllm_backend_fails_clearly_without_vllm_or_gpu():
         pytest.skip("vLLM and a GPU are present")
     with pytest.raises(RuntimeError, match="mine.backend=vllm needs"):
         sample.load_vllm("some/model")
+
+
+def test_gumbel_noise_samples_the_softmax_and_rows_are_independent():
+    import torch
+
+    from polaris_dpo.sample import uniform_noise
+
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    seeds = torch.arange(20000, dtype=torch.int64) * 7919 - 10**6
+    counts = torch.zeros(4)
+    for step in range(3):
+        gumbel = -torch.log(-torch.log(uniform_noise(seeds, step, 4)))
+        counts += torch.bincount((logits[None] + gumbel).argmax(1), minlength=4)
+    assert torch.allclose(counts / counts.sum(), torch.softmax(logits, 0), atol=0.01)
+    noise = uniform_noise(torch.tensor([5, 6], dtype=torch.int64), 0, 4096)
+    assert 0.0 < noise.min() and noise.max() < 1.0
+    assert abs(torch.corrcoef(noise)[0, 1]) < 0.1
+    alone = uniform_noise(torch.tensor([6], dtype=torch.int64), 0, 4096)
+    assert torch.equal(alone[0], noise[1])  # a row's noise does not depend on its batch
+    assert not torch.equal(uniform_noise(torch.tensor([6], dtype=torch.int64), 1, 4096), alone)
