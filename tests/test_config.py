@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from conftest import REPO
 from polaris_dpo.config import STAGES
 
 
