@@ -34,9 +34,31 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _rate(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    return f"{entry['rate']:.1%} [{entry['low']:.1%}, {entry['high']:.1%}]"
+
+
+def _category_table(before: dict | None, after: dict | None) -> list[str]:
+    """Stage eval's metrics.json: one row per failure category, rate and 95 % interval before and after."""
+    b, a = (before or {}).get("categories", {}), (after or {}).get("categories", {})
+    lines = [f"Rates over sampled answers on held-out prompts (n = {(before or {}).get('n', '–')} before, "
+             f"{(after or {}).get('n', '–')} after), with 95 % Wilson intervals.", "",
+             "| category | before | after |", "|---|---|---|"]
+    lines += [f"| {category} | {_rate(b.get(category))} | {_rate(a.get(category))} |"
+              for category in dict.fromkeys([*b, *a])]
+    accuracy = [(before or {}).get("call_accuracy"), (after or {}).get("call_accuracy")]
+    if any(accuracy):
+        lines.append(f"| call accuracy | {_rate(accuracy[0])} | {_rate(accuracy[1])} |")
+    return lines
+
+
 def _eval_section(before: dict | None, after: dict | None) -> list[str]:
     if not before and not after:
         return ["Not given (pass `--eval-before` / `--eval-after` with eval/metrics.json files)."]
+    if all("categories" in m for m in (before, after) if m):
+        return _category_table(before, after)
     b, a = numeric_leaves(before or {}), numeric_leaves(after or {})
     lines = ["| metric | before | after |", "|---|---|---|"]
     for key in sorted(set(b) | set(a)):

@@ -122,3 +122,20 @@ def test_retry_refuses_a_folder_that_did_not_verify(tmp_path, make_cfg):
     args = script.parse_args(["--merged-dir", str(merged), "--dry-run", f"model.cache_dir={tmp_path}"])
     with pytest.raises(SystemExit, match="no passed verification.json"):
         script.merged_folder(args, script.job_config(args))
+
+
+def test_card_shows_eval_categories_before_and_after():
+    from polaris_dpo import model_card
+    from polaris_dpo.stages.eval import compute_metrics
+
+    def rows(missed: int, ok: int) -> list[dict]:
+        row = {"expects_call": True, "source": "demo", "position": "first"}
+        return [{**row, "category": "missed_call"}] * missed + [{**row, "category": "ok"}] * ok
+
+    before, after = compute_metrics(rows(30, 70)), compute_metrics(rows(5, 95))
+    lines = model_card._eval_section(before, after)
+    text = "\n".join(lines)
+    assert "n = 100 before, 100 after" in text
+    missed = next(line for line in lines if line.startswith("| missed_call |"))
+    assert "30.0%" in missed and "5.0%" in missed
+    assert any(line.startswith("| call accuracy | 70.0%") for line in lines)
