@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def write_resolved_config(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "config.yaml"
-    tmp = target.with_suffix(".yaml.tmp")
+    tmp = target.with_name(f".config.yaml.{os.getpid()}.tmp")  # every DDP rank writes the same text
     tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tmp.replace(target)
     return target

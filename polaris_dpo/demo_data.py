@@ -1,20 +1,29 @@
-"""The default job's training data: the bundled glaive conversations, re-cut and given the failures real data has.
+"""The default job's training data: short conversations built from templates cut out of the bundled glaive sample.
 
-What real function-calling data (the Polaris model's, glaive's) does and the clean glaive sample does not:
+The glaive sample has 300 conversations with 211 calls over 64 functions: far too little, and too long
+(median ~480 tokens), for a 4M-parameter model to learn calling from in a few CPU minutes. So each call
+episode of glaive (user turn -> call -> function result -> answer) becomes a TEMPLATE: the call's argument
+values are found verbatim in the user's text and become slots (also where they recur in the result and the
+answer), and so do the result's numbers that the answer repeats. Filling the slots with new values of the
+same kind (numbers of similar magnitude, strings glaive uses for that argument) gives new conversations
+that keep glaive's phrasing, tool schemas and result/answer wording. Episodes whose values are not in the
+user's text verbatim are skipped and counted (`build.json`).
 
-- calls come in the middle or at the end of a conversation, after small talk, not only on the first
-  turn: each call conversation is also used with one or two exchanges of another conversation's small
-  talk in front of it (`late_call` variants), and cut right after its call (`ends_at_call`);
-- a share of final answers (the answer after a function result) is written with spacing errors, in the
-  style of the Polaris data's `Answer:123` (`is:15`, `units,and`, `word ,word`);
-- a share of warranted calls is answered in prose instead: the assistant skips the call and writes the
-  answer it would have written after the result (the "retells news instead of calling get_rss_feed" of
-  the Polaris README). Such a conversation is cut after that turn and keeps the right call as its answer
-  key (`acceptable`), so the noise is in what SFT learns, never in what mining and evaluation score against.
+A conversation: the system turn with the episode's glaive tools (sometimes one more, unrelated tool),
+optionally one or two exchanges of glaive small talk first (so calls also come mid- and late-conversation,
+as in the Polaris data), the call episode, and sometimes a second request (more small talk, or a call to
+the extra tool). A share of conversations has no call at all: glaive's text exchanges (small talk, and
+refusals where no function fits) under their own tools, so `unwanted_call` is measurable.
 
-Nothing is invented: every message is glaive's (or glaive's with a space moved). Variants of one glaive
-conversation always land on the same side of the train/eval split as it (their ids are chosen so), so
-held-out prompts stay unseen. Held-out conversations get no variants and no noise in the answer key.
+The failures real data has, on the training side only:
+- a share of final answers (the answer after a function result) is written with a spacing error, first
+  choice the Polaris data's `Answer:123` style (`is:42`), else `word,word` / `word ,word`;
+- a share of warranted calls is answered in prose instead (the answer written after the result), the
+  Polaris README's "retells news instead of calling get_rss_feed": that conversation is cut after the prose
+  and keeps the right call as its answer key (`acceptable`), so mining and evaluation score against the call.
+
+The split is by conversation id (`readers.is_held_out`): held-out conversations are unseen conversations
+with new values and no noise, but they reuse the training side's templates (functions and phrasings).
 """
 
 from __future__ import annotations
@@ -23,33 +32,310 @@ import copy
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SPACING_RATE = 0.35  # share of final answers (after a function result) given a spacing error
-MISSED_CALL_RATE = 0.2  # share of training call turns answered in prose instead
-VARIANTS = 6  # re-cut variants per training conversation with a call
-DISTRACTOR_RATE = 0.3  # share of variants that get one more (unrelated) tool in their list
-EVAL_VARIANTS = 2  # late_call variants per held-out conversation with a call (no noise)
+MISSED_CALL_RATE = 0.15  # share of training calls answered in prose instead
+CONVERSATIONS = 3000  # conversations built (train and held-out together)
+NO_CALL_RATE = 0.2  # share of conversations without a call (text exchanges only)
+SMALL_TALK_RATE = 0.5  # share of call conversations with glaive small talk before the call
+SECOND_REQUEST_RATE = 0.25  # share of call conversations with one more request after the first
+DISTRACTOR_RATE = 0.25  # share of call conversations whose tool list gets one more, unrelated tool
+MAX_ANSWER_CHARS = 400  # longer glaive answers after a result are left out: conversations stay short
+MAX_TALK_CHARS = 300  # longer small-talk / text-only exchanges are left out
+MIN_TEMPLATES = 2  # functions with fewer usable episodes are left out
 
 _SPACING_EDITS = (
     # (name, pattern, replacement): one is applied at one place; the first name is the Polaris style
-    ("colon_number", re.compile(r"\b(is|are|was|be|of|costs|Answer|total|comes to) (\d)"), r"\1:\2"),
+    ("colon_number", re.compile(r"\b(is|are|was|be|of|costs|Answer|total|comes to|about|approximately) (\d)"),
+     r"\1:\2"),
     ("comma_word", re.compile(r"(?<=[a-z]), (?=[a-z])"), ","),
     ("space_before_comma", re.compile(r"(?<=[a-z]), (?=[a-z])"), " , "),
+    ("space_before_period", re.compile(r"(?<=[a-z])\.(?=\s|$)"), " ."),
 )
 
 
 def add_spacing_error(text: str, rng: random.Random) -> str | None:
     """`text` with one spacing error of the kinds real data shows, or None when it has no place for one."""
-    for name, pattern, repl in _SPACING_EDITS:
-        if name != "colon_number" and rng.random() < 0.5:
-            continue
+    first, *others = _SPACING_EDITS
+    for name, pattern, repl in (first, *rng.sample(others, len(others))):
         spots = list(pattern.finditer(text))
         if spots:
             spot = rng.choice(spots)
             return text[:spot.start()] + spot.expand(repl) + text[spot.end():]
     return None
+
+
+# ---------------------------------------------------------------- templates from glaive episodes
+
+@dataclass
+class Slot:
+    """One value of an episode that is replaced when the template is filled."""
+    text: str  # how it is written in the episode (found verbatim)
+    value: object  # the value in the call (None for a result number)
+    argument: str  # `function.argument` (or `function.result`), the key of the pool strings are drawn from
+    path: tuple = ()  # where it sits in the call's arguments (empty for a result number)
+
+
+@dataclass
+class Template:
+    function: str
+    tools: list[dict]
+    messages: list[dict]  # [optional user, assistant text], user, call, tool result, answer
+    slots: list[Slot]
+    source_row: int
+
+
+@dataclass
+class Pools:
+    """What the templates are filled and combined with."""
+    strings: dict[str, list[str]] = field(default_factory=dict)  # argument key -> values glaive uses
+    small_talk: list[list[dict]] = field(default_factory=list)  # one user/assistant exchange, no tools
+    text_only: list[dict] = field(default_factory=list)  # {"tools", "messages", "row"}: exchanges under tools
+
+
+def _number_pattern(text: str) -> str:
+    return r"(?<![\w.])" + re.escape(text) + r"(?![\w]|\.\d)"
+
+
+def _string_pattern(text: str) -> str:
+    return r"(?<!\w)" + re.escape(text) + r"(?!\w)"
+
+
+def _pattern(slot: Slot) -> str:
+    return _number_pattern(slot.text) if _is_number(slot.value) or slot.value is None else _string_pattern(slot.text)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_texts(value) -> list[str]:
+    texts = [str(value)]
+    if isinstance(value, float) and value.is_integer():
+        texts.insert(0, str(int(value)))
+    return texts
+
+
+def _found(text: str, pattern: str) -> bool:
+    return re.search(pattern, text) is not None
+
+
+def argument_slots(function: str, arguments: dict, user_text: str) -> list[Slot] | None:
+    """Slots for the call's arguments, each found verbatim in `user_text`; None when one is not there."""
+    slots: list[Slot] = []
+    for name, value in arguments.items():
+        key = f"{function}.{name}"
+        items = [((name, i), v) for i, v in enumerate(value)] if isinstance(value, list) else [((name,), value)]
+        for path, item in items:
+            if isinstance(item, bool):
+                continue  # flags are said in words ("include symbols"): kept as the template has them
+            if _is_number(item):
+                text = next((t for t in _number_texts(item) if _found(user_text, _number_pattern(t))), None)
+            elif isinstance(item, str) and item.strip():
+                text = item if _found(user_text, _string_pattern(item)) else None
+            else:
+                return None
+            if text is None:
+                return None
+            slots.append(Slot(text, item, key, path))
+    return slots
+
+
+def result_numbers(function: str, result: str, answer: str, taken: set[str]) -> list[Slot]:
+    """Numbers of the function result that the answer repeats verbatim (and no argument already covers)."""
+    try:
+        data = json.loads(result)
+    except json.JSONDecodeError:
+        return []
+    found: list[Slot] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+        elif _is_number(node) and node != 0:
+            text = str(node)
+            if text not in taken and _found(answer, _number_pattern(text)) and _found(result, _number_pattern(text)):
+                taken.add(text)
+                found.append(Slot(text, None, f"{function}.result"))
+
+    walk(data)
+    return found
+
+
+def episodes(conversation: dict) -> list[tuple[int, int]]:
+    """(start, end) of each call episode: [user, call, result, answer], with the exchange before it when that is talk."""
+    msgs = conversation["messages"]
+    out = []
+    for i, m in enumerate(msgs):
+        if not (m["role"] == "assistant" and m.get("tool_calls")):
+            continue
+        if i < 1 or i + 2 >= len(msgs) or msgs[i - 1]["role"] != "user" or len(m["tool_calls"]) != 1:
+            continue
+        if msgs[i + 1]["role"] != "tool" or msgs[i + 2]["role"] != "assistant" or msgs[i + 2].get("tool_calls") \
+                or not msgs[i + 2].get("content"):
+            continue
+        start = i - 1
+        if i >= 3 and msgs[i - 3]["role"] == "user" and msgs[i - 2]["role"] == "assistant" \
+                and not msgs[i - 2].get("tool_calls") and not any(x.get("tool_calls") for x in msgs[:i - 3]):
+            start = i - 3
+        out.append((start, i + 3))
+    return out
+
+
+def make_templates(conversations: list[dict]) -> tuple[list[Template], Counter]:
+    """Every glaive call episode that can be slotted; the counter says how many were kept or why not."""
+    templates: list[Template] = []
+    counts: Counter = Counter()
+    for conv in conversations:
+        for start, end in episodes(conv):
+            msgs = copy.deepcopy(conv["messages"][start:end])
+            user, call, result, answer = msgs[-4], msgs[-3], msgs[-2], msgs[-1]
+            function = call["tool_calls"][0]["function"]
+            counts["episodes"] += 1
+            if len(answer["content"]) > MAX_ANSWER_CHARS:
+                counts["skipped_long_answer"] += 1
+                continue
+            slots = argument_slots(function["name"], function["arguments"], user["content"])
+            if slots is None:
+                counts["skipped_value_not_verbatim"] += 1
+                continue
+            texts = [s.text for s in slots]
+            if len(set(texts)) != len(texts):
+                counts["skipped_ambiguous_values"] += 1
+                continue
+            slots += result_numbers(function["name"], result["content"], answer["content"], set(texts))
+            templates.append(Template(function["name"], conv["tools"], msgs, slots, conv.get("row", -1)))
+            counts["kept"] += 1
+    per_function = Counter(t.function for t in templates)
+    kept = [t for t in templates if per_function[t.function] >= MIN_TEMPLATES]
+    counts["skipped_rare_function"] = len(templates) - len(kept)
+    counts["kept"] = len(kept)
+    return kept, counts
+
+
+def make_pools(conversations: list[dict]) -> Pools:
+    pools = Pools()
+    for conv in conversations:
+        msgs = conv["messages"]
+        for m in msgs:
+            for call in m.get("tool_calls") or []:
+                fn = call["function"]
+                for name, value in fn["arguments"].items():
+                    for item in value if isinstance(value, list) else [value]:
+                        if isinstance(item, str) and item.strip():
+                            pool = pools.strings.setdefault(f"{fn['name']}.{name}", [])
+                            if item not in pool:
+                                pool.append(item)
+        if any(m.get("tool_calls") for m in msgs) or len(msgs) < 2:
+            continue
+        first = msgs[:2]
+        if first[0]["role"] != "user" or first[1]["role"] != "assistant" or not first[1].get("content") \
+                or len(first[0]["content"]) + len(first[1]["content"]) > MAX_TALK_CHARS:
+            continue
+        if conv.get("tools"):
+            pools.text_only.append({"tools": conv["tools"], "messages": first, "row": conv.get("row", -1)})
+        else:
+            pools.small_talk.append(first)
+    return pools
+
+
+# ---------------------------------------------------------------- filling templates
+
+def new_number(value, rng: random.Random):
+    """A number of the same kind and similar magnitude (years stay years)."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        v = int(value)
+        if 1900 <= v <= 2100:
+            new = rng.randint(max(1900, v - 30), min(2100, v + 30))
+        elif abs(v) < 10:
+            new = rng.randint(1, max(9, abs(v)))
+        else:
+            digits = len(str(abs(v)))
+            round_to = 10 ** (len(str(abs(v))) - len(str(abs(v)).rstrip("0"))) if v % 10 == 0 else 1
+            new = rng.randint(max(10 ** (digits - 1), v // 2), max(v + 1, v * 3 // 2))
+            new = max(round_to, new // round_to * round_to)
+        return new if isinstance(value, int) else float(new)
+    decimals = len(repr(value).split(".")[1]) if "." in repr(value) else 2
+    return round(rng.uniform(value * 0.5, value * 1.5), min(decimals, 2)) or value
+
+
+def fill(template: Template, pools: Pools, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """The template's messages with every slot given a new value; returns (messages, tools)."""
+    replacements: dict[str, str] = {}
+    patterns: list[str] = []
+    msgs = copy.deepcopy(template.messages)
+    arguments = msgs[-3]["tool_calls"][0]["function"]["arguments"]
+    used = {s.text for s in template.slots}
+    for slot in template.slots:
+        if slot.value is None or _is_number(slot.value):
+            for _ in range(10):
+                new = new_number(float(slot.text) if "." in slot.text else int(slot.text), rng)
+                text = str(new)
+                if text not in used or text == slot.text:
+                    break
+            value = new if slot.value is None else (float(new) if isinstance(slot.value, float) else int(new))
+        else:
+            options = [v for v in pools.strings.get(slot.argument, []) if v not in used or v == slot.text]
+            text = value = rng.choice(options) if options else slot.text
+        used.add(text)
+        replacements[slot.text] = text
+        patterns.append(_pattern(slot))
+        if slot.path:
+            if len(slot.path) == 1:
+                arguments[slot.path[0]] = value
+            else:
+                arguments[slot.path[0]][slot.path[1]] = value
+    if patterns:
+        combined = re.compile("|".join(f"(?:{p})" for p in sorted(patterns, key=len, reverse=True)))
+        for m in msgs:
+            if m.get("content"):
+                m["content"] = combined.sub(lambda hit: replacements[hit.group(0)], m["content"])
+    return msgs, copy.deepcopy(template.tools)
+
+
+# ---------------------------------------------------------------- conversations
+
+def tool_names(tools: list[dict]) -> set[str]:
+    return {t["function"]["name"] for t in tools or []}
+
+
+def call_conversation(templates: list[Template], by_function: dict[str, list[Template]], pools: Pools,
+                      rng: random.Random) -> dict:
+    template = rng.choice(templates)
+    episode, tools = fill(template, pools, rng)
+    messages: list[dict] = []
+    if pools.small_talk and rng.random() < SMALL_TALK_RATE:
+        for _ in range(rng.choice((1, 1, 2))):
+            messages += copy.deepcopy(rng.choice(pools.small_talk))
+    messages += episode
+    if rng.random() < DISTRACTOR_RATE:
+        others = [f for f in by_function if f not in tool_names(tools)]
+        extra = rng.choice(by_function[rng.choice(others)])
+        extra_tool = next(t for t in extra.tools if t["function"]["name"] == extra.function)
+        tools = [*tools, extra_tool][::rng.choice((1, -1))]
+    if rng.random() < SECOND_REQUEST_RATE:
+        callable_next = [f for f in tool_names(tools) if f in by_function and f != template.function]
+        if callable_next and rng.random() < 0.5:
+            messages += fill(rng.choice(by_function[rng.choice(sorted(callable_next))]), pools, rng)[0][-4:]
+        elif pools.small_talk:
+            messages += copy.deepcopy(rng.choice(pools.small_talk))
+    return {"messages": messages, "tools": tools, "row": template.source_row, "augmentation": "call"}
+
+
+def text_conversation(pools: Pools, rng: random.Random) -> dict:
+    item = rng.choice(pools.text_only)
+    messages = copy.deepcopy(item["messages"])
+    if pools.small_talk and rng.random() < 0.5:
+        messages = [*copy.deepcopy(rng.choice(pools.small_talk)), *messages]
+    return {"messages": messages, "tools": copy.deepcopy(item["tools"]), "row": item["row"], "augmentation": "no_call"}
 
 
 def call_turns(messages: list[dict]) -> list[int]:
@@ -62,20 +348,6 @@ def answer_after(messages: list[dict], call_index: int) -> int | None:
         if messages[j]["role"] == "assistant":
             return j if not messages[j].get("tool_calls") and messages[j].get("content") else None
     return None
-
-
-def small_talk(conversation: dict, exchanges: int) -> list[dict]:
-    """The first `exchanges` user/assistant-text exchanges of a conversation without calls."""
-    msgs = [m for m in conversation["messages"] if m["role"] != "system"]
-    out: list[dict] = []
-    for i in range(0, len(msgs) - 1, 2):
-        user, reply = msgs[i], msgs[i + 1]
-        if user["role"] != "user" or reply["role"] != "assistant" or reply.get("tool_calls"):
-            break
-        out += [user, reply]
-        if len(out) // 2 == exchanges:
-            break
-    return out
 
 
 def with_missed_call(conversation: dict, call_index: int) -> dict | None:
@@ -106,82 +378,34 @@ def with_spacing_errors(conversation: dict, rng: random.Random, rate: float) -> 
     return {**conversation, "messages": msgs, "noise": noise}
 
 
-def tool_names(conversation: dict) -> set[str]:
-    return {t["function"]["name"] for t in conversation.get("tools") or []}
+def build(glaive: list[dict], *, is_eval: Callable[[str], bool], seed: int = 0, conversations: int = CONVERSATIONS,
+          spacing_rate: float = SPACING_RATE, missed_call_rate: float = MISSED_CALL_RATE) -> tuple[list[dict], dict]:
+    """`conversations` demo conversations from canonical glaive conversations, and the template counts.
 
-
-def late_call(conv: dict, chat_only: list[dict], rng: random.Random) -> dict:
-    """The conversation with one or two exchanges of another's small talk in front: its first call moves later."""
-    variant = copy.deepcopy(conv)
-    prefix = small_talk(rng.choice(chat_only), rng.choice((1, 1, 2)))
-    system = [m for m in variant["messages"][:1] if m["role"] == "system"]
-    variant["messages"] = [*system, *copy.deepcopy(prefix), *variant["messages"][len(system):]]
-    return variant
-
-
-def ends_at_call(conv: dict, rng: random.Random) -> dict:
-    """The conversation cut right after one of its calls and that call's results: the call is its last act."""
-    variant = copy.deepcopy(conv)
-    msgs = variant["messages"]
-    end = rng.choice(call_turns(msgs)) + 1
-    while end < len(msgs) and msgs[end]["role"] == "tool":
-        end += 1
-    variant["messages"] = msgs[:end]
-    return variant
-
-
-def build(conversations: list[dict], *, is_eval: Callable[[str], bool], seed: int = 0,
-          variants: int = VARIANTS, eval_variants: int = EVAL_VARIANTS, spacing_rate: float = SPACING_RATE,
-          missed_call_rate: float = MISSED_CALL_RATE, distractor_rate: float = DISTRACTOR_RATE) -> list[dict]:
-    """Demo conversations from canonical glaive conversations.
-
-    `is_eval(conversation_id)` is the split's rule. Every conversation is kept; each one with a call is
-    also re-cut into variants whose ids are chosen to fall on the same side of the split as it. Training
-    conversations get `variants` variants and the noise; held-out ones get `eval_variants` `late_call`
-    variants (more held-out prompts with a call mid-conversation) and no noise.
+    `is_eval(conversation_id)` is the split's rule: held-out conversations get no noise.
     """
     rng = random.Random(seed)
-
-    def side_pool(held_out: bool):
-        chat = [c for c in conversations if is_eval(c["id"]) == held_out and not c.get("tools") and small_talk(c, 1)]
-        tools = [t for c in conversations if is_eval(c["id"]) == held_out for t in c.get("tools") or []]
-        return chat, tools
-
-    pools = {False: side_pool(False), True: side_pool(True)}
-
-    def variant_id(base: str, tag: str, held_out: bool) -> str:
-        for k in range(1000):
-            candidate = f"{base}/{tag}{k}"
-            if is_eval(candidate) == held_out:
-                return candidate
-        raise RuntimeError(f"no id on the same side of the split found for a variant of {base}")
-
+    templates, counts = make_templates(glaive)
+    pools = make_pools(glaive)
+    by_function: dict[str, list[Template]] = {}
+    for t in templates:
+        by_function.setdefault(t.function, []).append(t)
     out: list[dict] = []
-    for conv in conversations:
-        held_out = is_eval(conv["id"])
-        chat_only, tool_pool = pools[held_out]
-        recut = [conv]
-        if call_turns(conv["messages"]):
-            for v in range(eval_variants if held_out else variants):
-                if held_out or v % 2 == 0:
-                    variant, kind = late_call(conv, chat_only, rng), "late_call"
-                else:
-                    variant, kind = ends_at_call(conv, rng), "ends_at_call"
-                if rng.random() < distractor_rate and tool_pool:
-                    extra = rng.choice(tool_pool)
-                    if extra["function"]["name"] not in tool_names(variant):
-                        variant["tools"] = [*variant["tools"], extra][::rng.choice((1, -1))]
-                variant["id"] = variant_id(conv["id"], kind, held_out)
-                variant["augmentation"] = kind
-                recut.append(variant)
-        for item in recut:
-            if not held_out:
-                calls = call_turns(item["messages"])
-                if calls and rng.random() < missed_call_rate:
-                    item = with_missed_call(item, rng.choice(calls)) or item
-                item = with_spacing_errors(item, rng, spacing_rate)
-            out.append(item)
-    return out
+    for k in range(conversations):
+        if rng.random() < NO_CALL_RATE:
+            conv = text_conversation(pools, rng)
+        else:
+            conv = call_conversation(templates, by_function, pools, rng)
+        conv = {"id": f"demo-{k:05d}", "source": "glaive", **conv}
+        if not is_eval(conv["id"]):
+            calls = call_turns(conv["messages"])
+            if calls and rng.random() < missed_call_rate:
+                conv = with_missed_call(conv, rng.choice(calls)) or conv
+            conv = with_spacing_errors(conv, rng, spacing_rate)
+        out.append(conv)
+    info = {"templates": dict(counts), "functions": dict(sorted(Counter(t.function for t in templates).items())),
+            "small_talk": len(pools.small_talk), "text_only": len(pools.text_only)}
+    return out, info
 
 
 def noise_counts(conversations: list[dict]) -> dict[str, int]:
@@ -212,8 +436,6 @@ def glaive_conversations() -> list[dict]:
     conversations, counts = readers.read_all(data_cfg)
     if counts["quarantined"]:
         raise ValueError(f"{GLAIVE}: {counts['quarantined']} rows could not be read")
-    for conv in conversations:
-        conv["source"] = "glaive"
     return conversations
 
 
@@ -221,21 +443,24 @@ def write_demo(target_dir: Path, *, eval_fraction: float = 0.2, split_seed: int 
     """Build the demo conversations and write them (storage form, JSONL) with build.json, atomically."""
     from polaris_dpo import messages, readers
 
-    conversations = build(glaive_conversations(),
-                          is_eval=lambda cid: readers.is_held_out(cid, eval_fraction, split_seed), seed=seed)
+    def held_out(cid: str) -> bool:
+        return readers.is_held_out(cid, eval_fraction, split_seed)
+
+    conversations, templates = build(glaive_conversations(), is_eval=held_out, seed=seed)
     target_dir.mkdir(parents=True, exist_ok=True)
     tmp = target_dir / f".{DEMO_FILE}.tmp"
     with tmp.open("w", encoding="utf-8") as handle:
         for conv in conversations:
             handle.write(json.dumps(messages.to_storage(conv), ensure_ascii=False) + "\n")
     tmp.replace(target_dir / DEMO_FILE)
-    held_out = [c for c in conversations if readers.is_held_out(c["id"], eval_fraction, split_seed)]
     info = {
         "source": GLAIVE, "eval_fraction": eval_fraction, "split_seed": split_seed, "seed": seed,
-        "variants": VARIANTS, "eval_variants": EVAL_VARIANTS, "spacing_rate": SPACING_RATE,
-        "missed_call_rate": MISSED_CALL_RATE, "distractor_rate": DISTRACTOR_RATE,
-        "counts": {"train": noise_counts([c for c in conversations if c not in held_out]),
-                   "eval": noise_counts(held_out)},
+        "conversations": CONVERSATIONS, "spacing_rate": SPACING_RATE, "missed_call_rate": MISSED_CALL_RATE,
+        "no_call_rate": NO_CALL_RATE, "small_talk_rate": SMALL_TALK_RATE,
+        "second_request_rate": SECOND_REQUEST_RATE, "distractor_rate": DISTRACTOR_RATE,
+        **templates,
+        "counts": {"train": noise_counts([c for c in conversations if not held_out(c["id"])]),
+                   "eval": noise_counts([c for c in conversations if held_out(c["id"])])},
     }
     tmp = target_dir / f".{BUILD_FILE}.tmp"
     tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
