@@ -41,12 +41,13 @@ SPACING_RATE = 0.35  # share of final answers (after a function result) given a 
 MISSED_CALL_RATE = 0.15  # share of training calls answered in prose instead
 CONVERSATIONS = 3000  # conversations built (train and held-out together)
 NO_CALL_RATE = 0.2  # share of conversations without a call (text exchanges only)
-SMALL_TALK_RATE = 0.5  # share of call conversations with glaive small talk before the call
-SECOND_REQUEST_RATE = 0.25  # share of call conversations with one more request after the first
-DISTRACTOR_RATE = 0.25  # share of call conversations whose tool list gets one more, unrelated tool
-MAX_ANSWER_CHARS = 400  # longer glaive answers after a result are left out: conversations stay short
-MAX_TALK_CHARS = 300  # longer small-talk / text-only exchanges are left out
-MIN_TEMPLATES = 2  # functions with fewer usable episodes are left out
+SMALL_TALK_RATE = 0.4  # share of call conversations with glaive small talk before the call
+SECOND_REQUEST_RATE = 0.2  # share of call conversations with one more request after the first
+DISTRACTOR_RATE = 0.2  # share of call conversations whose tool list gets one more, unrelated tool
+MAX_ANSWER_CHARS = 250  # longer glaive answers after a result are left out: conversations stay short
+MAX_TALK_CHARS = 400  # longer small-talk / text-only exchanges are left out
+RETRIES = 20  # attempts at a held-out conversation whose request the training side does not have
+MIN_TEMPLATES = 5  # functions with fewer usable episodes are left out (the most frequent ones stay)
 
 _SPACING_EDITS = (
     # (name, pattern, replacement): one is applied at one place; the first name is the Polaris style
@@ -61,7 +62,7 @@ _SPACING_EDITS = (
 def add_spacing_error(text: str, rng: random.Random) -> str | None:
     """`text` with one spacing error of the kinds real data shows, or None when it has no place for one."""
     first, *others = _SPACING_EDITS
-    for name, pattern, repl in (first, *rng.sample(others, len(others))):
+    for _name, pattern, repl in (first, *rng.sample(others, len(others))):
         spots = list(pattern.finditer(text))
         if spots:
             spot = rng.choice(spots)
@@ -92,7 +93,7 @@ class Template:
 @dataclass
 class Pools:
     """What the templates are filled and combined with."""
-    strings: dict[str, list[str]] = field(default_factory=dict)  # argument key -> values glaive uses
+    strings: dict[str, list[str]]  # argument key -> values glaive uses
     small_talk: list[list[dict]] = field(default_factory=list)  # one user/assistant exchange, no tools
     text_only: list[dict] = field(default_factory=list)  # {"tools", "messages", "row"}: exchanges under tools
 
@@ -221,29 +222,41 @@ def make_templates(conversations: list[dict]) -> tuple[list[Template], Counter]:
     return kept, counts
 
 
-def make_pools(conversations: list[dict]) -> Pools:
-    pools = Pools()
+def string_pools(conversations: list[dict]) -> dict[str, list[str]]:
+    """`function.argument` -> the string values glaive's calls give it (list elements one by one)."""
+    strings: dict[str, list[str]] = {}
     for conv in conversations:
-        msgs = conv["messages"]
-        for m in msgs:
+        for m in conv["messages"]:
             for call in m.get("tool_calls") or []:
                 fn = call["function"]
                 for name, value in fn["arguments"].items():
                     for item in value if isinstance(value, list) else [value]:
                         if isinstance(item, str) and item.strip():
-                            pool = pools.strings.setdefault(f"{fn['name']}.{name}", [])
+                            pool = strings.setdefault(f"{fn['name']}.{name}", [])
                             if item not in pool:
                                 pool.append(item)
+    return strings
+
+
+def make_pools(conversations: list[dict], is_eval: Callable[[str], bool]) -> dict[bool, Pools]:
+    """The pools of each side of the split (False: train, True: held out). Text exchanges come from glaive
+    conversations on that side (by `glaive/<row>`), so held-out no-call prompts are unseen; the argument
+    value pools are shared."""
+    strings = string_pools(conversations)
+    pools = {False: Pools(strings), True: Pools(strings)}
+    for conv in conversations:
+        msgs = conv["messages"]
         if any(m.get("tool_calls") for m in msgs) or len(msgs) < 2:
             continue
         first = msgs[:2]
         if first[0]["role"] != "user" or first[1]["role"] != "assistant" or not first[1].get("content") \
                 or len(first[0]["content"]) + len(first[1]["content"]) > MAX_TALK_CHARS:
             continue
+        side = pools[is_eval(f"glaive/{conv.get('row', -1)}")]
         if conv.get("tools"):
-            pools.text_only.append({"tools": conv["tools"], "messages": first, "row": conv.get("row", -1)})
+            side.text_only.append({"tools": conv["tools"], "messages": first, "row": conv.get("row", -1)})
         else:
-            pools.small_talk.append(first)
+            side.small_talk.append(first)
     return pools
 
 
@@ -378,34 +391,60 @@ def with_spacing_errors(conversation: dict, rng: random.Random, rate: float) -> 
     return {**conversation, "messages": msgs, "noise": noise}
 
 
+def request_texts(conversation: dict) -> set[str]:
+    """The user turns a conversation is about: those answered by a call, or all of them when it has no call."""
+    msgs = conversation["messages"]
+    calls = call_turns(msgs)
+    return {msgs[i - 1]["content"] for i in calls if msgs[i - 1]["role"] == "user"} if calls else \
+        {m["content"] for m in msgs if m["role"] == "user"}
+
+
 def build(glaive: list[dict], *, is_eval: Callable[[str], bool], seed: int = 0, conversations: int = CONVERSATIONS,
           spacing_rate: float = SPACING_RATE, missed_call_rate: float = MISSED_CALL_RATE) -> tuple[list[dict], dict]:
     """`conversations` demo conversations from canonical glaive conversations, and the template counts.
 
-    `is_eval(conversation_id)` is the split's rule: held-out conversations get no noise.
+    `is_eval(conversation_id)` is the split's rule. Training conversations are made first; a held-out one
+    whose request a training conversation already has is made again (up to `RETRIES` times, then left
+    out and counted), so held-out prompts are unseen. Held-out conversations get no noise.
     """
     rng = random.Random(seed)
     templates, counts = make_templates(glaive)
-    pools = make_pools(glaive)
+    pools = make_pools(glaive, is_eval)
     by_function: dict[str, list[Template]] = {}
     for t in templates:
         by_function.setdefault(t.function, []).append(t)
-    out: list[dict] = []
-    for k in range(conversations):
+
+    def one(side: Pools) -> dict:
         if rng.random() < NO_CALL_RATE:
-            conv = text_conversation(pools, rng)
+            return text_conversation(side, rng)
+        return call_conversation(templates, by_function, side, rng)
+
+    made: dict[str, dict] = {}
+    seen: set[str] = set()
+    ids = [f"demo-{k:05d}" for k in range(conversations)]
+    for cid in ids:
+        if is_eval(cid):
+            continue
+        conv = {"id": cid, "source": "glaive", **one(pools[False])}
+        seen |= request_texts(conv)
+        calls = call_turns(conv["messages"])
+        if calls and rng.random() < missed_call_rate:
+            conv = with_missed_call(conv, rng.choice(calls)) or conv
+        made[cid] = with_spacing_errors(conv, rng, spacing_rate)
+    for cid in ids:
+        if not is_eval(cid):
+            continue
+        for _ in range(RETRIES):
+            conv = {"id": cid, "source": "glaive", **one(pools[True])}
+            if not request_texts(conv) & seen:
+                made[cid] = conv
+                break
         else:
-            conv = call_conversation(templates, by_function, pools, rng)
-        conv = {"id": f"demo-{k:05d}", "source": "glaive", **conv}
-        if not is_eval(conv["id"]):
-            calls = call_turns(conv["messages"])
-            if calls and rng.random() < missed_call_rate:
-                conv = with_missed_call(conv, rng.choice(calls)) or conv
-            conv = with_spacing_errors(conv, rng, spacing_rate)
-        out.append(conv)
+            counts["held_out_left_out_seen_in_training"] += 1
     info = {"templates": dict(counts), "functions": dict(sorted(Counter(t.function for t in templates).items())),
-            "small_talk": len(pools.small_talk), "text_only": len(pools.text_only)}
-    return out, info
+            "small_talk": {"train": len(pools[False].small_talk), "eval": len(pools[True].small_talk)},
+            "text_only": {"train": len(pools[False].text_only), "eval": len(pools[True].text_only)}}
+    return [made[cid] for cid in ids if cid in made], info
 
 
 def noise_counts(conversations: list[dict]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The bundled demo data: rebuilt exactly from glaive, the failures real data shows, no held-out leakage."""
+"""The bundled demo data: rebuilt exactly from glaive templates, the failures real data has, unseen held-out prompts."""
 
 from __future__ import annotations
 
@@ -6,10 +6,27 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from polaris_dpo import demo_data, messages, paths, readers
 from polaris_dpo.typography import find_issues
 
 DEMO = Path(paths.asset(demo_data.DEMO_DIR))
+
+
+@pytest.fixture(scope="module")
+def glaive():
+    return demo_data.glaive_conversations()
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_cache):
+    from polaris_dpo.compose import compose
+
+    cfg = compose([f"model.cache_dir={tiny_cache}"], run_dir=None)
+    conversations, counts = readers.read_all(cfg.data)
+    train, held_out = readers.split(conversations, cfg.data.eval_fraction, cfg.data.split_seed)
+    return conversations, counts, train, held_out
 
 
 def test_bundled_file_is_what_the_builder_makes(tmp_path):
@@ -17,41 +34,65 @@ def test_bundled_file_is_what_the_builder_makes(tmp_path):
     assert (tmp_path / demo_data.DEMO_FILE).read_bytes() == (DEMO / demo_data.DEMO_FILE).read_bytes()
     assert json.loads((DEMO / demo_data.BUILD_FILE).read_text()) == json.loads(json.dumps(info))
     assert (DEMO / "LICENSE_Apache-2.0.txt").is_file()
+    assert (DEMO / demo_data.DEMO_FILE).stat().st_size < 6_000_000
+    templates = info["templates"]  # every glaive episode is kept or counted with the reason it was not
+    assert templates["episodes"] == templates["kept"] + sum(v for k, v in templates.items() if k.startswith("skipped_"))
+    assert templates["kept"] == sum(info["functions"].values()) and len(info["functions"]) >= 8
 
 
-def test_demo_reader_reads_every_row(make_cfg, tmp_path):
-    cfg = make_cfg()
-    conversations, counts = readers.read_all(cfg.data, tmp_path)
-    assert counts["quarantined"] == 0 and counts["kept"] == counts["read"] > 1000
+def test_demo_reader_reads_every_row(demo):
+    conversations, counts, _, _ = demo
+    assert counts["quarantined"] == 0 and counts["kept"] == counts["read"] > 2000
     assert all(c["source"] == "glaive" for c in conversations)
 
 
-def test_variants_stay_on_their_source_side(make_cfg, tmp_path):
-    cfg = make_cfg()
-    conversations, _ = readers.read_all(cfg.data, tmp_path)
-    side = {}
-    for conv in conversations:
-        held_out = readers.is_held_out(conv["id"], cfg.data.eval_fraction, cfg.data.split_seed)
-        base = conv["id"].split("/")[0]
-        assert side.setdefault(base, held_out) == held_out, conv["id"]
-    assert any(side.values()) and not all(side.values())
+def test_templates_slot_every_argument_found_verbatim(glaive):
+    templates, _ = demo_data.make_templates(glaive)
+    pools = demo_data.make_pools(glaive, lambda cid: False)[False]
+    rng = random.Random(0)
+    changed = 0
+    for template in templates:
+        original = template.messages[-3]["tool_calls"][0]["function"]["arguments"]
+        for _ in range(3):
+            filled, tools = demo_data.fill(template, pools, rng)
+            user, call = filled[-4]["content"], filled[-3]["tool_calls"][0]["function"]
+            assert call["name"] == template.function in {t["function"]["name"] for t in tools}
+            for slot in template.slots:
+                if not slot.path:
+                    continue
+                value = call["arguments"][slot.path[0]]
+                value = value[slot.path[1]] if len(slot.path) == 2 else value
+                written = str(int(value)) if isinstance(value, float) and value.is_integer() and "." not in slot.text \
+                    else str(value)
+                assert written in user, (template.function, written, user)
+            changed += call["arguments"] != original
+    assert changed > len(templates)  # new values, not copies of glaive's
 
 
-def test_training_side_has_the_failures_and_eval_side_is_clean(make_cfg, tmp_path):
-    cfg = make_cfg()
-    conversations, _ = readers.read_all(cfg.data, tmp_path)
-    train, held_out = readers.split(conversations, cfg.data.eval_fraction, cfg.data.split_seed)
+def test_held_out_prompts_are_unseen_and_clean(demo):
+    _, _, train, held_out = demo
+    seen = set().union(*(demo_data.request_texts(c) for c in train))
+    assert held_out and not any(demo_data.request_texts(c) & seen for c in held_out)
     assert not any(c.get("noise") for c in held_out)
     for conv in held_out:
         for message in conv["messages"]:
             if message["role"] == "assistant" and message.get("content"):
                 assert not find_issues(message["content"]), message["content"]
+    kinds = {c["augmentation"] for c in held_out}
+    assert kinds == {"call", "no_call"}
+
+
+def test_training_side_has_the_failures(demo):
+    _, _, train, _ = demo
+    answers = [m for c in train for i, m in enumerate(c["messages"])
+               if m["role"] == "assistant" and i and c["messages"][i - 1]["role"] == "tool"]
     spaced = [c for c in train if "bad_spacing" in c.get("noise", [])]
-    assert len(spaced) > 50
+    assert 0.2 < len(spaced) / len(answers) < 0.45
     for conv in spaced:  # every injected error is one the judge's rules find
         assert any(find_issues(m["content"]) for m in conv["messages"] if m["role"] == "assistant" and m.get("content"))
+    calls = [c for c in train if c["augmentation"] == "call"]
     missed = [c for c in train if "missed_call" in c.get("noise", [])]
-    assert len(missed) > 50
+    assert 0.08 < len(missed) / len(calls) < 0.25
     for conv in missed:  # prose where a call was due; the answer key keeps the call
         last = conv["messages"][-1]
         assert last["role"] == "assistant" and last["content"] and not last.get("tool_calls")
@@ -59,11 +100,12 @@ def test_training_side_has_the_failures_and_eval_side_is_clean(make_cfg, tmp_pat
         assert example["acceptable"] and example["acceptable"][0]["name"] in {t["function"]["name"] for t in conv["tools"]}
 
 
-def test_calls_come_at_every_position(make_cfg, tmp_path):
-    cfg = make_cfg()
-    conversations, _ = readers.read_all(cfg.data, tmp_path)
-    positions = {e["position"] for c in conversations for e in messages.examples(c) if e["reference"].get("tool_calls")}
-    assert positions == {"first", "middle", "last"}
+def test_calls_come_first_and_later_in_conversations(demo):
+    conversations = demo[0]
+    call_examples = [e for c in conversations for e in messages.examples(c) if e["reference"].get("tool_calls")]
+    after_talk = [e for e in call_examples if sum(m["role"] == "assistant" for m in e["prompt"]) >= 1]
+    assert {e["position"] for e in call_examples} >= {"first", "middle"}
+    assert 0.2 < len(after_talk) / len(call_examples) < 0.9  # calls mid-conversation, after small talk or a first call
 
 
 def test_spacing_error_is_found_and_fixable():
@@ -71,4 +113,5 @@ def test_spacing_error_is_found_and_fixable():
     text = "The area of the rectangle is 15 square units, and the perimeter is 16 units."
     edited = demo_data.add_spacing_error(text, rng)
     assert edited != text and find_issues(edited)
+    assert "is:15" in edited or "is:16" in edited  # the Polaris style comes first where it fits
     assert demo_data.add_spacing_error("OK", rng) is None

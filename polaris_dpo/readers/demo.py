@@ -1,9 +1,10 @@
 """The default job's data: `polaris_dpo/assets/demo/demo_conversations.jsonl` (see polaris_dpo/demo_data.py).
 
 Rows are conversations in storage form, as this toolkit writes them, with provenance (`source`, `row`: the
-glaive row they come from) and what was done to them (`augmentation`, `noise`). The file was built for
-one train/eval split (`build.json`); another `data.eval_fraction` / `data.split_seed` works but may put
-variants of one glaive conversation on both sides, which a warning says.
+glaive row of the template or text exchange they were made from) and what was done to them
+(`augmentation`: call | no_call, `noise`). The file was built for one train/eval split (`build.json`):
+only there are held-out conversations free of noise and of requests seen in training. Another
+`data.eval_fraction` / `data.split_seed` works, with a warning saying so.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class Reader(OpenAIReader):
         info = json.loads(build.read_text(encoding="utf-8"))
         wanted = (self.cfg.get("eval_fraction", 0.2), self.cfg.get("split_seed", 0))
         if (info.get("eval_fraction"), info.get("split_seed")) != wanted:
-            log.warning("data: %s was built for eval_fraction=%s split_seed=%s, not %s/%s: variants of one "
-                        "glaive conversation may land on both sides of the split", file, info.get("eval_fraction"),
+            log.warning("data: %s was built for eval_fraction=%s split_seed=%s, not %s/%s: held-out "
+                        "conversations may carry training noise or requests seen in training", file, info.get("eval_fraction"),
                         info.get("split_seed"), *wanted)
 
     def convert(self, row: dict) -> dict:

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polaris_dpo import report
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
@@ -81,6 +81,11 @@ class State:
         return self.steps[name]["result"]
 
 
+def is_passthrough(override: str) -> bool:
+    """`sft.trl.x=...` / `dpo.trl.x=...`: a key of a pass-through section, new keys allowed."""
+    return override.partition("=")[0].split(".")[1:2] == ["trl"]
+
+
 def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **overrides) -> DictConfig:
     """The config of one step: the pipeline's own, run in `<run_dir>/<step>/`, with the wiring overrides."""
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -88,8 +93,14 @@ def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **overrides)
     sub.run_dir = str(run_dir / step)
     sub.stage.name = stage
     step_overrides = list(cfg.pipeline.step_overrides.get(stage) or [])
-    if step_overrides:
-        sub = OmegaConf.merge(sub, OmegaConf.from_dotlist(step_overrides))
+    strict = [o for o in step_overrides if not is_passthrough(o)]
+    if strict:
+        sub = OmegaConf.merge(sub, OmegaConf.from_dotlist(strict))
+    with open_dict(sub):  # keys of `<stage>.trl` are TRL's, passed through unchecked (as on the command line)
+        for override in step_overrides:
+            if is_passthrough(override):
+                key, _, value = override.partition("=")
+                OmegaConf.update(sub, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
     for key, value in overrides.items():
         OmegaConf.update(sub, key, value, merge=False)
     Path(sub.run_dir).mkdir(parents=True, exist_ok=True)
