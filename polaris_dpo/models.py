@@ -97,6 +97,7 @@ def build_tiny_model(target: Path, tiny, special_tokens: list[str]) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
