@@ -75,10 +75,10 @@ def run(quick: bool) -> dict:
         f"samples run to max_new_tokens={max_new_tokens} or an end of turn), temperature 0.8, CPU, 1 torch thread",
         "tokens = the completions re-tokenised (what a user receives); a batch keeps computing rows that have "
         "already stopped until its longest row ends, which the figure includes",
-        "a batch is left-padded to its longest prompt: with prompts of very different lengths (here "
-        f"{min(lengths)}-{max(lengths)} tokens) prefill and KV-cache work grow with the padding; sorting prompts by "
-        "length before batching (sample.generate keeps the caller's order) recovers a little; with no padding at all "
-        "(copies of one prompt) batching wins: the padding is the cost, on this tiny model on CPU",
+        "a batch is left-padded to its longest prompt (here prompts of "
+        f"{min(lengths)}-{max(lengths)} tokens): sample.generate batches prompts by length within windows of "
+        "8 batches and yields them back in the caller's order, so the caller's own sorting changes little; "
+        "copies of one prompt show batching with no padding at all",
     ]
     return {"title": "Sampling: batched vs one prompt at a time (polaris_dpo.sample.generate)", "rows": rows,
             "notes": notes}
