@@ -122,16 +122,23 @@ def resolve_model_path(model_cfg, special_tokens: list[str] = ()) -> str:
     return str(target)
 
 
-def torch_dtype(model_cfg, hardware_cfg):
+def dtype_named(name: str, key: str, allowed: str = "float32 | bfloat16 | float16"):
+    """The torch dtype called `name`; `key` and `allowed` describe the config key it came from, for the error."""
     import torch
 
-    name = model_cfg.dtype
-    if name == "auto":
-        name = "float32" if hardware_cfg.device == "cpu" else hardware_cfg.compute_dtype
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:
-        raise ValueError(f"model.dtype={name!r}: expected auto | float32 | bfloat16 | float16") from None
+        raise ValueError(f"{key}={name!r}: expected {allowed}") from None
+
+
+def torch_dtype(model_cfg, hardware_cfg):
+    """The weights' dtype: model.dtype, or with auto float32 on CPU and the hardware's compute dtype on GPU."""
+    if model_cfg.dtype != "auto":
+        return dtype_named(model_cfg.dtype, "model.dtype", "auto | float32 | bfloat16 | float16")
+    if hardware_cfg.device == "cpu":
+        return dtype_named("float32", "model.dtype")
+    return dtype_named(hardware_cfg.compute_dtype, "hardware.compute_dtype")
 
 
 def load_tokenizer(path: str, fmt=None, revision: str | None = None, trust_remote_code: bool = False):
@@ -158,13 +165,11 @@ def load_tokenizer(path: str, fmt=None, revision: str | None = None, trust_remot
 def quantization_config(model_cfg, hardware_cfg):
     if not model_cfg.load_in_4bit:
         return None
+    import torch
     from transformers import BitsAndBytesConfig
 
-    compute = torch_dtype(model_cfg, hardware_cfg) if model_cfg.dtype != "auto" else None
-    import torch
-
-    compute = compute or {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                          "float16": torch.float16}[hardware_cfg.compute_dtype]
+    compute = (torch_dtype(model_cfg, hardware_cfg) if model_cfg.dtype != "auto"
+               else dtype_named(hardware_cfg.compute_dtype, "hardware.compute_dtype"))
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=model_cfg.bnb_4bit_quant_type,
