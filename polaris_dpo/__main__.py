@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from polaris_dpo import paths
+from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.compose import setup_resolvers
 from polaris_dpo.stages import StageNotBuilt, run_stage
 
@@ -23,11 +23,7 @@ def write_resolved_config(cfg: DictConfig) -> Path:
     """The run's config with every interpolation resolved, next to Hydra's own `.hydra/` record."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / "config.yaml"
-    tmp = target.with_name(f".config.yaml.{os.getpid()}.tmp")  # every DDP rank writes the same text
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(target)
-    return target
+    return atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 @hydra.main(version_base="1.3", config_path=str(paths.CONF_DIR), config_name="config")

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polaris_dpo.atomic import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
@@ -273,9 +275,7 @@ def publish(staging: Path, target: Path) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- verification

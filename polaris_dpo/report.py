@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
+from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES
 
 
@@ -32,16 +32,6 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def rate_with_interval(k: int, n: int) -> dict:
     low, high = wilson_interval(k, n)
     return {"rate": k / n if n else 0.0, "low": low, "high": high, "count": k, "n": n}
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def atomic_write_json(path: str | Path, data) -> Path:

@@ -15,9 +15,9 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from polaris_dpo.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ def _cache_file(cache_dir: str, model_id: str, scores_key: list[str]) -> Path:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def cached_scan(model, model_id: str, cache_dir: str) -> dict[str, dict]:

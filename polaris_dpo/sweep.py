@@ -21,13 +21,14 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from polaris_dpo.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ TRAINER_KEYS = [
     "eval_rewards/margins",
     "eval_rewards/accuracies",
 ]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def flatten_numbers(value: Any, prefix: str = "") -> dict[str, float]:
@@ -233,8 +226,8 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
     sweep_dir = Path(sweep_dir)
     with locked(sweep_dir):
         markdown, table = render(collect(sweep_dir), sweep_dir)
-        atomic_write(sweep_dir / SUMMARY_MD, markdown)
-        atomic_write(sweep_dir / SUMMARY_CSV, table)
+        atomic_write_text(sweep_dir / SUMMARY_MD, markdown)
+        atomic_write_text(sweep_dir / SUMMARY_CSV, table)
     return sweep_dir / SUMMARY_MD, sweep_dir / SUMMARY_CSV
 
 
@@ -252,7 +245,7 @@ class SweepSummary(Callback):
         if not sweeper.endswith("BasicSweeper"):
             return  # other sweepers choose their points as they go: rows come from the points alone
         points = sweep_points(list(config.hydra.overrides.task))
-        atomic_write(Path(config.hydra.sweep.dir) / POINTS_FILE, json.dumps({"points": points}, indent=1))
+        atomic_write_text(Path(config.hydra.sweep.dir) / POINTS_FILE, json.dumps({"points": points}, indent=1))
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
         if not is_multirun(config):
@@ -271,7 +264,7 @@ class SweepSummary(Callback):
             "log": submitit_log() or str(point_dir / f"{config.hydra.job.name}.log"),
             "error": f"{type(value).__name__}: {value}" if failed else None,
         }
-        atomic_write(point_dir / POINT_FILE, json.dumps(record, indent=1, default=str))
+        atomic_write_text(point_dir / POINT_FILE, json.dumps(record, indent=1, default=str))
         try:
             write_summary(config.hydra.sweep.dir)
         except Exception as err:  # a summary problem must not turn a finished point into a failed one

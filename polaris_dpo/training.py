@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from polaris_dpo import formats, models, spectrum, tracking
+from polaris_dpo.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +210,7 @@ def lineage(path: str) -> tuple[str, list[str]]:
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def save_model(trainer, tokenizer, output_dir: Path) -> None:

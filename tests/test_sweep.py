@@ -61,12 +61,12 @@ def test_local_multirun_summary_lists_every_point_and_the_failure(tmp_path):
 
 
 def test_point_that_never_reported_is_a_row_saying_so(tmp_path):
-    sweep.atomic_write(tmp_path / sweep.POINTS_FILE, '{"points": [["lr=1"], ["lr=2"]]}')
+    sweep.atomic_write_text(tmp_path / sweep.POINTS_FILE, '{"points": [["lr=1"], ["lr=2"]]}')
     log = tmp_path / ".submitit" / "7_1" / "7_1_0_log.err"
     log.parent.mkdir(parents=True)
     log.write_text("slurmstepd: error: *** JOB 8 CANCELLED DUE TO TIME LIMIT ***")
     (tmp_path / "0").mkdir()
-    sweep.atomic_write(tmp_path / "0" / sweep.POINT_FILE,
+    sweep.atomic_write_text(tmp_path / "0" / sweep.POINT_FILE,
                        '{"num": 0, "overrides": ["lr=1"], "status": "completed", "metrics": {"loss": 0.25}, "log": "x"}')
     sweep.write_summary(tmp_path)
     with open(tmp_path / sweep.SUMMARY_CSV) as f:

@@ -28,6 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from polaris_dpo import formats, pairs, readers
+from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import FAILURE_CATEGORIES
 from polaris_dpo.messages import examples as examples_of
 
@@ -67,17 +68,11 @@ def fingerprint(cfg, model_path: str | None) -> str:
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def _write_shard(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def load_state(work: Path, print_: str) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polaris_dpo import report
+from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ class StepFailed(RuntimeError):
 
 
 def write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def step_names(rounds: int) -> list[str]:
