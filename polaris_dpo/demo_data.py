@@ -45,6 +45,7 @@ SMALL_TALK_RATE = 0.4  # share of call conversations with glaive small talk befo
 SECOND_REQUEST_RATE = 0.2  # share of call conversations with one more request after the first
 DISTRACTOR_RATE = 0.2  # share of call conversations whose tool list gets one more, unrelated tool
 MAX_ANSWER_CHARS = 250  # longer glaive answers after a result are left out: conversations stay short
+MAX_CALL_CHARS = 140  # longest call (its JSON, ~60 tokens): a sample of 64 tokens holds any call whole
 MAX_TALK_CHARS = 400  # longer small-talk / text-only exchanges are left out
 RETRIES = 20  # attempts at a held-out conversation whose request the training side does not have
 MIN_TEMPLATES = 5  # functions with fewer usable episodes are left out (the most frequent ones stay)
@@ -391,6 +392,12 @@ def with_spacing_errors(conversation: dict, rng: random.Random, rate: float) -> 
     return {**conversation, "messages": msgs, "noise": noise}
 
 
+def calls_fit(msgs: list[dict]) -> bool:
+    """Every call is at most `MAX_CALL_CHARS` long: a call cut off by the sample length would judge as
+    malformed (a text answer cut off is still a text answer)."""
+    return all(len(json.dumps(c["function"])) <= MAX_CALL_CHARS for m in msgs for c in m.get("tool_calls") or [])
+
+
 def request_texts(conversation: dict) -> set[str]:
     """The user turns a conversation is about: those answered by a call, or all of them when it has no call."""
     msgs = conversation["messages"]
@@ -417,7 +424,12 @@ def build(glaive: list[dict], *, is_eval: Callable[[str], bool], seed: int = 0, 
     def one(side: Pools) -> dict:
         if rng.random() < NO_CALL_RATE:
             return text_conversation(side, rng)
-        return call_conversation(templates, by_function, side, rng)
+        for _ in range(RETRIES):  # a conversation whose filled call came out too long is drawn again
+            conv = call_conversation(templates, by_function, side, rng)
+            if calls_fit(conv["messages"]):
+                return conv
+            counts["redrawn_long_call"] += 1
+        raise RuntimeError(f"demo data: no call shorter than {MAX_CALL_CHARS} characters in {RETRIES} draws")
 
     made: dict[str, dict] = {}
     seen: set[str] = set()

@@ -135,7 +135,7 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
             for rows in _batches(by_length, batch_size):
                 enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(device)
-                cache = shared_prompt_cache(model, enc, n) if n > 1 else None
+                cache = shared_prompt_cache(model, enc, n, max_new_tokens)
                 enc = {key: value.repeat_interleave(n, dim=0) for key, value in enc.items()}
                 processors = LogitsProcessorList()
                 if not greedy:
@@ -159,19 +159,25 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
         model.train(was_training)
 
 
-def shared_prompt_cache(model, enc, n: int):
+def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
     """The prompts' KV cache computed once and repeated for their n samples (all but the last prompt
-    token, which generate feeds itself): n samples cost one prefill, not n."""
-    import torch
-    from transformers import DynamicCache
+    token, which generate feeds itself): n samples cost one prefill, not n.
 
-    cache = DynamicCache(config=model.config)
+    The cache handed to generate is static (preallocated for prompt + max_new_tokens): a dynamic cache
+    concatenates every layer's keys and values at each step, which copies the whole cache per token and
+    made small models' sampling several times slower than their forward passes."""
+    import torch
+    from transformers import DynamicCache, StaticCache
+
+    prefill = DynamicCache(config=model.config)
     mask = enc["attention_mask"][:, :-1]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # what generate uses with left padding
     with torch.no_grad():
         model(input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
-              past_key_values=cache, use_cache=True)
-    cache.batch_repeat_interleave(n)
+              past_key_values=prefill, use_cache=True)
+    cache = StaticCache(config=model.config, max_cache_len=enc["input_ids"].shape[1] + max_new_tokens)
+    for index, layer in enumerate(prefill.layers):
+        cache.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0), index)
     return cache
 
 

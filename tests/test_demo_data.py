@@ -115,3 +115,25 @@ def test_spacing_error_is_found_and_fixable():
     assert edited != text and find_issues(edited)
     assert "is:15" in edited or "is:16" in edited  # the Polaris style comes first where it fits
     assert demo_data.add_spacing_error("OK", rng) is None
+
+
+def test_every_call_fits_in_the_default_jobs_sample_length(demo, tiny_cache):
+    """A call longer than the eval's `max_new_tokens` would be cut off and judged malformed whatever the model."""
+    from polaris_dpo import formats, models
+    from polaris_dpo.compose import compose
+
+    cfg = compose([f"model.cache_dir={tiny_cache}"], run_dir=None)
+    eval_overrides = dict(o.split("=", 1) for o in cfg.pipeline.step_overrides.eval)
+    limit = int(eval_overrides["eval.max_new_tokens"])
+    fmt = formats.from_config(cfg.format)
+    tokenizer = models.load_tokenizer(models.model_path_for(cfg, fmt), fmt)
+    conversations = demo[0]
+    lengths = []
+    for conv in conversations:
+        for m in conv["messages"]:
+            if m.get("tool_calls"):
+                text = fmt.render([{"role": "user", "content": "x"}, m], None)
+                prefix = fmt.render([{"role": "user", "content": "x"}], None, add_generation_prompt=True)
+                assert text.startswith(prefix)
+                lengths.append(len(tokenizer(text[len(prefix):], add_special_tokens=False).input_ids))
+    assert len(lengths) > 1000 and max(lengths) <= limit, max(lengths)

@@ -60,6 +60,23 @@ def test_greedy_is_one_sample_and_deterministic(tiny):
     assert greedy == run(tiny, examples(2), temperature=0, batch_size=1)
 
 
+def test_greedy_with_the_shared_static_cache_matches_plain_generate(tiny):
+    """The prefill + static KV cache `generate` builds gives the tokens transformers' own greedy decoding gives."""
+    import torch
+
+    model, tokenizer = tiny
+    prompts = examples(3)
+    ours = run(tiny, prompts, temperature=0, max_new_tokens=10, batch_size=3)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for example, (text,) in zip(prompts, ours, strict=True):
+        enc = tokenizer(sample.render_prompt(ChatML(), example), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=False, max_new_tokens=10, eos_token_id=[eos],
+                                 pad_token_id=tokenizer.pad_token_id)
+        plain = sample._completion(tokenizer, out[0, enc["input_ids"].shape[1]:], [eos], ChatML.stop_strings)
+        assert text == plain
+
+
 def test_progress_counts_samples(tiny):
     bar = sample.progress_bar(total=6, desc="test")
     run(tiny, examples(2), progress=bar)

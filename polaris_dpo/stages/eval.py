@@ -106,7 +106,7 @@ def sample_model(cfg, fmt, examples: list[dict], model_path: str | None) -> list
     from polaris_dpo import models, sample
 
     if model_path:
-        model, tokenizer = models.load_trained(str(model_path), cfg, fmt)
+        model, tokenizer = models.load_trained(str(model_path), cfg, fmt, merge_adapter=True)  # merged: faster sampling
     else:
         base = models.model_path_for(cfg, fmt)
         tokenizer = models.load_tokenizer(base, fmt, cfg.model.revision, cfg.model.trust_remote_code)

@@ -126,7 +126,7 @@ class ModelSource:
         if m.backend == "vllm":
             self.llm = sample.load_vllm(self.model_path)
         else:
-            self.model, self.tokenizer = models.load_trained(self.model_path, cfg, fmt)
+            self.model, self.tokenizer = models.load_trained(self.model_path, cfg, fmt, merge_adapter=True)
             if not cfg.model.load_in_4bit:
                 self.model.to(cfg.hardware.device)
         total = m.max_prompts * self.sampling["n"] if m.max_prompts else None
