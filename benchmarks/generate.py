@@ -1,8 +1,14 @@
-"""Batched against one-at-a-time sampling on the tiny model through `polaris_dpo.sample.generate`: tokens per second.
+"""Sampling on the tiny model through `polaris_dpo.sample.generate`: batched against one at a time, and against plain
+transformers `generate` doing the same work.
 
-Same prompts (the demo data's prediction points), same seed, temperature 0.8, one sample per prompt; only
-`batch_size` differs. A prompt's samples do not depend on its batch (sample.py seeds each row on its own), so
-both runs generate the same text and the tokens counted are the same. One torch thread, as in the DPO benchmarks.
+Batched against one at a time: same prompts (the demo data's prediction points), same seed, temperature 0.8, one
+sample per prompt; only `batch_size` differs. A prompt's samples do not depend on its batch (sample.py seeds each row
+on its own), so both runs generate the same text and the tokens counted are the same.
+
+Against plain `generate`: n samples per prompt from one batch of prompts, ours (shared prefill, static cache, Gumbel
+sampling) against `model.generate(do_sample=True, num_return_sequences=n)` with the library's default (dynamic) cache,
+on left-padded batches of the same prompts and size. The two draw different tokens, so their token counts differ and
+both are reported. One torch thread, as in the DPO benchmarks.
 """
 
 from __future__ import annotations
@@ -23,14 +29,47 @@ def prompts(cfg, count: int) -> list[dict]:
     return examples[:count]
 
 
-def timed(model, tokenizer, fmt, examples, batch_size: int, max_new_tokens: int) -> tuple[list[str], float, float]:
+def timed(model, tokenizer, fmt, examples, batch_size: int, max_new_tokens: int,
+          n: int = 1) -> tuple[list[str], float, float]:
+    """(every sample, prompt by prompt, wall seconds, CPU seconds) of `sample.generate`."""
     from polaris_dpo import sample
 
     start, cpu = time.perf_counter(), time.process_time()
-    texts = [samples[0] for samples in sample.generate(model, tokenizer, fmt, examples, n=1, temperature=0.8,
-                                                       max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                                       seed=0)]
+    texts = [text for samples in sample.generate(model, tokenizer, fmt, examples, n=n, temperature=0.8,
+                                                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=0)
+             for text in samples]
     return texts, time.perf_counter() - start, time.process_time() - cpu
+
+
+def plain_timed(model, tokenizer, fmt, examples, batch_size: int, max_new_tokens: int,
+                n: int) -> tuple[list[str], float, float]:
+    """`timed` done with the plain library: `model.generate` with its default (dynamic) cache and sampler, n samples
+    per prompt through num_return_sequences, prompts batched by length as sample.generate batches them, completions
+    cut at the format's end of turn as sample.generate cuts them."""
+    import torch
+
+    from polaris_dpo import sample
+
+    eos_id = tokenizer.convert_tokens_to_ids(fmt.eos_token)
+    tokenizer.padding_side = "left"
+    torch.manual_seed(0)
+    start, cpu = time.perf_counter(), time.process_time()
+    texts = [sample.render_prompt(fmt, example) for example in examples]
+    completions = []
+    for window in sample._batches(texts, batch_size * sample.SORT_WINDOW_BATCHES):
+        for batch in sample._batches(sorted(window, key=len), batch_size):
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = model.generate(**enc, do_sample=True, temperature=0.8, num_return_sequences=n,
+                                     max_new_tokens=max_new_tokens, eos_token_id=eos_id,
+                                     pad_token_id=tokenizer.pad_token_id)
+            completions += [sample._completion(tokenizer, row, [eos_id], [])
+                            for row in out[:, enc["input_ids"].shape[1]:]]
+    return completions, time.perf_counter() - start, time.process_time() - cpu
+
+
+def token_count(tokenizer, texts: list[str]) -> int:
+    return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
 
 
 def run(quick: bool) -> dict:
@@ -52,12 +91,17 @@ def run(quick: bool) -> dict:
     single, single_wall, single_cpu = timed(model, tokenizer, fmt, examples, 1, max_new_tokens)
     by_length = sorted(examples, key=lambda e: len(tokenizer(sample.render_prompt(fmt, e))["input_ids"]))
     _, sorted_wall, sorted_cpu = timed(model, tokenizer, fmt, by_length, batch_size, max_new_tokens)
-    tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in batched)
+    tokens = token_count(tokenizer, batched)
     same = sum(a == b for a, b in zip(batched, single, strict=True))
     copies = [dict(examples[0], id=f"copy-{i}") for i in range(batch_size)]  # one length: no padding at all
     _, copies_batched, _ = timed(model, tokenizer, fmt, copies, batch_size, max_new_tokens)
     _, copies_single, _ = timed(model, tokenizer, fmt, copies, 1, max_new_tokens)
     lengths = [len(tokenizer(sample.render_prompt(fmt, e))["input_ids"]) for e in examples]
+    n, several = 4, examples[:batch_size]  # the pipeline's defaults: 4 samples per prompt, 16 prompts per call
+    plain_timed(model, tokenizer, fmt, examples[:2], 2, 4, n)  # warm-up
+    ours, ours_wall, ours_cpu = timed(model, tokenizer, fmt, several, batch_size, max_new_tokens, n)
+    plain, plain_wall, plain_cpu = plain_timed(model, tokenizer, fmt, several, batch_size, max_new_tokens, n)
+    ours_tokens, plain_tokens = token_count(tokenizer, ours), token_count(tokenizer, plain)
     rows = [
         (f"batched (batch_size={batch_size}): tokens per wall second", round(tokens / batched_wall, 1), "tokens/s"),
         ("one at a time (batch_size=1): tokens per wall second", round(tokens / single_wall, 1), "tokens/s"),
@@ -69,6 +113,16 @@ def run(quick: bool) -> dict:
          round(copies_single / copies_batched, 2), "x"),
         ("tokens generated", tokens, "tokens"),
         ("samples identical in both modes", same, f"of {len(batched)}"),
+        (f"ours, {len(several)} prompts x {n} samples: samples per wall second", round(len(ours) / ours_wall, 2),
+         "samples/s"),
+        (f"plain generate, {len(several)} prompts x {n} samples: samples per wall second",
+         round(len(plain) / plain_wall, 2), "samples/s"),
+        ("ratio ours / plain generate (wall)", round(plain_wall / ours_wall, 2), "x"),
+        ("ratio ours / plain generate (CPU time)", round(plain_cpu / ours_cpu, 2), "x"),
+        ("ours: tokens generated", ours_tokens, "tokens"),
+        ("plain generate: tokens generated", plain_tokens, "tokens"),
+        ("ours: tokens per wall second", round(ours_tokens / ours_wall, 1), "tokens/s"),
+        ("plain generate: tokens per wall second", round(plain_tokens / plain_wall, 1), "tokens/s"),
     ]
     notes = [
         f"{len(examples)} prompts of the demo data, format {fmt.name}, the default tiny model (random weights, so "
@@ -79,6 +133,14 @@ def run(quick: bool) -> dict:
         f"{min(lengths)}-{max(lengths)} tokens): sample.generate batches prompts by length within windows of "
         "8 batches and yields them back in the caller's order, so the caller's own sorting changes little; "
         "copies of one prompt show batching with no padding at all",
+        f"ours against plain generate: the first {len(several)} prompts, {n} samples each, batch_size={batch_size} "
+        f"prompts ({len(several) * n} rows per generate call), max_new_tokens={max_new_tokens}; plain is "
+        "`model.generate(do_sample=True, temperature=0.8, num_return_sequences=n)` with the library's default "
+        "(dynamic) cache, on the same left-padded batches; both cut completions at the format's end of turn",
+        "plain generate's rows, like ours, run until the longest row of their batch ends; the two sample different "
+        "tokens (ours: Gumbel noise seeded per prompt and sample; plain: torch's generator), so their token counts "
+        "differ and tokens per second is the fair comparison; samples per second counts every sample, however long",
     ]
-    return {"title": "Sampling: batched vs one prompt at a time (polaris_dpo.sample.generate)", "rows": rows,
+    return {"title": "Sampling: batched vs one prompt at a time, and vs plain transformers generate "
+                      "(polaris_dpo.sample.generate)", "rows": rows,
             "notes": notes}
