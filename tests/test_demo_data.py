@@ -127,13 +127,13 @@ def test_every_call_fits_in_the_default_jobs_sample_length(demo, tiny_cache):
     limit = int(eval_overrides["eval.max_new_tokens"])
     fmt = formats.from_config(cfg.format)
     tokenizer = models.load_tokenizer(models.model_path_for(cfg, fmt), fmt)
-    conversations = demo[0]
+    user = {"role": "user", "content": "x"}
+    prefix = fmt.render([user], None, add_generation_prompt=True)
     lengths = []
-    for conv in conversations:
+    for conv in demo[0]:
         for m in conv["messages"]:
             if m.get("tool_calls"):
-                text = fmt.render([{"role": "user", "content": "x"}, m], None)
-                prefix = fmt.render([{"role": "user", "content": "x"}], None, add_generation_prompt=True)
+                text = fmt.render([user, m], None)
                 assert text.startswith(prefix)
                 lengths.append(len(tokenizer(text[len(prefix):], add_special_tokens=False).input_ids))
     assert len(lengths) > 1000 and max(lengths) <= limit, max(lengths)
