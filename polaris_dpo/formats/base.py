@@ -121,14 +121,42 @@ def call_from_json(obj, name_key: str = "name", arguments_key: str = "arguments"
 _DECODER = json.JSONDecoder()
 
 
-def decode_json_at(text: str, position: int):
-    """(value, end) of the JSON value starting at `position` (whitespace skipped), or CallSyntaxError."""
+def skip_space(text: str, position: int) -> int:
+    """The first index at or after `position` that is not a space, tab or line break."""
     while position < len(text) and text[position] in " \t\r\n":
         position += 1
+    return position
+
+
+def decode_json_at(text: str, position: int):
+    """(value, end) of the JSON value starting at `position` (whitespace skipped), or CallSyntaxError."""
+    position = skip_space(text, position)
     try:
         return _DECODER.raw_decode(text, position)
     except json.JSONDecodeError as err:
         raise CallSyntaxError(f"invalid JSON: {err.msg}", text[position:position + 200]) from None
+
+
+def scan_calls(text: str, find_call, read_call, stop: str | None = None) -> tuple[str, list[dict]]:
+    """Split `text` into prose and calls, left to right, up to `stop` (the end-of-turn token) outside a call.
+
+    `find_call(text, position)` is the index of the next call (-1: none); `read_call(text, index, number)`
+    reads the call found there and returns (call, index after it), or raises CallSyntaxError.
+    """
+    prose, calls, position = [], [], 0
+    while True:
+        found = find_call(text, position)
+        stopped = text.find(stop, position) if stop else -1
+        if stopped >= 0 and (found < 0 or stopped < found):
+            prose.append(text[position:stopped])
+            break
+        if found < 0:
+            prose.append(text[position:])
+            break
+        prose.append(text[position:found])
+        call, position = read_call(text, found, len(calls) + 1)
+        calls.append(call)
+    return "".join(prose), calls
 
 
 def scan_delimited_calls(text: str, start: str, end: str | None, decode=call_from_json,
@@ -139,30 +167,20 @@ def scan_delimited_calls(text: str, start: str, end: str | None, decode=call_fro
     `stop` (the end-of-turn token) outside a call ends the text. Raises CallSyntaxError for a call that
     does not parse or an `end` with no `start`.
     """
-    prose, calls, position = [], [], 0
-    while True:
-        found = text.find(start, position)
-        stopped = text.find(stop, position) if stop else -1
-        if stopped >= 0 and (found < 0 or stopped < found):
-            prose.append(text[position:stopped])
-            break
-        if found < 0:
-            prose.append(text[position:])
-            break
-        prose.append(text[position:found])
+    def read_call(text: str, found: int, number: int) -> tuple[dict, int]:
         try:
             obj, after = decode_json_at(text, found + len(start))
-            calls.append(decode(obj))
+            call = decode(obj)
         except CallSyntaxError as err:
-            raise CallSyntaxError(f"call {len(calls) + 1}: {err.reason}", text[found:found + 200]) from None
-        while after < len(text) and text[after] in " \t\r\n":
-            after += 1
+            raise CallSyntaxError(f"call {number}: {err.reason}", text[found:found + 200]) from None
+        after = skip_space(text, after)
         if end is not None:
             if not text.startswith(end, after):
-                raise CallSyntaxError(f"call {len(calls)}: {start} without {end}", text[found:found + 200])
+                raise CallSyntaxError(f"call {number}: {start} without {end}", text[found:found + 200])
             after += len(end)
-        position = after
-    outside = "".join(prose)
+        return call, after
+
+    outside, calls = scan_calls(text, lambda text, position: text.find(start, position), read_call, stop)
     if end is not None and end in outside:
         raise CallSyntaxError(f"unbalanced {end}: no {start} before it", outside)
     return outside, calls

@@ -31,6 +31,7 @@ from polaris_dpo.formats.base import (
     decode_json_at,
     make_call,
     parse_failure,
+    skip_space,
 )
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
@@ -133,8 +134,7 @@ class Format(ChatFormat):
                     calls.append(make_call(name, arguments))
                 except CallSyntaxError as err:
                     raise CallSyntaxError(f"call {len(calls) + 1} ({name}): {err.reason}", err.fragment) from None
-                while end < len(text) and text[end] in " \t\r\n":
-                    end += 1
+                end = skip_space(text, end)
                 if not text.startswith(")", end):
                     raise CallSyntaxError(f"call {len(calls)} ({name}): missing `)`", text[paren:paren + 200])
                 end += 1

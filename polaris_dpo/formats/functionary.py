@@ -25,6 +25,8 @@ from polaris_dpo.formats.base import (
     decode_json_at,
     make_call,
     parse_failure,
+    scan_calls,
+    skip_space,
 )
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
@@ -255,34 +257,26 @@ class Format(ChatFormat):
             raise CallSyntaxError(f"text after call {len(calls)}", rest[:200])
 
     def _parse_v1(self, text: str) -> dict:
-        prose, calls, position = [], [], 0
-        while True:
-            found = text.find(START_CALL, position)
-            stopped = text.find(END_ASSISTANT, position)
-            if stopped >= 0 and (found < 0 or stopped < found):
-                prose.append(text[position:stopped])
-                break
-            if found < 0:
-                prose.append(text[position:])
-                break
-            prose.append(text[position:found])
-            colon = text.find(":\n", found)
-            name = text[found + len(START_CALL):colon] if colon >= 0 else ""
-            if not name.strip() or "\n" in name:
-                raise CallSyntaxError(f"call {len(calls) + 1}: no `name:` after {START_CALL}", text[found:found + 200])
-            try:
-                call, end = _python_or_json_call(name.strip(), text, colon + 2, (END_CALL,))
-            except CallSyntaxError as err:
-                raise CallSyntaxError(f"call {len(calls) + 1} ({name.strip()}): {err.reason}", err.fragment) from None
-            calls.append(call)
-            while end < len(text) and text[end] in " \t\r\n":
-                end += 1
-            if text.startswith(END_CALL, end):
-                end += len(END_CALL)
-            elif end < len(text):  # generation may stop on END_CALL and drop it; anything else is malformed
-                raise CallSyntaxError(f"call {len(calls)}: {START_CALL} without {END_CALL}", text[found:found + 200])
-            position = end
-        outside = "".join(prose)
+        outside, calls = scan_calls(text, lambda text, position: text.find(START_CALL, position), _read_v1_call,
+                                    stop=END_ASSISTANT)
         if END_CALL in outside:
             raise CallSyntaxError(f"unbalanced {END_CALL}: no {START_CALL} before it", outside[:200])
         return assistant_message(outside, calls)
+
+
+def _read_v1_call(text: str, found: int, number: int) -> tuple[dict, int]:
+    """The v1 call `START_CALL name:\n arguments END_CALL` at `found`, and the index after it."""
+    colon = text.find(":\n", found)
+    name = text[found + len(START_CALL):colon] if colon >= 0 else ""
+    if not name.strip() or "\n" in name:
+        raise CallSyntaxError(f"call {number}: no `name:` after {START_CALL}", text[found:found + 200])
+    try:
+        call, end = _python_or_json_call(name.strip(), text, colon + 2, (END_CALL,))
+    except CallSyntaxError as err:
+        raise CallSyntaxError(f"call {number} ({name.strip()}): {err.reason}", err.fragment) from None
+    end = skip_space(text, end)
+    if text.startswith(END_CALL, end):
+        end += len(END_CALL)
+    elif end < len(text):  # generation may stop on END_CALL and drop it; anything else is malformed
+        raise CallSyntaxError(f"call {number}: {START_CALL} without {END_CALL}", text[found:found + 200])
+    return call, end

@@ -19,6 +19,7 @@ from polaris_dpo.formats.base import (
     function_of,
     jinja_literal,
     parse_failure,
+    scan_calls,
 )
 
 EOS = "</s>"
@@ -95,6 +96,22 @@ def _at_line_start(text: str, index: int) -> bool:
     return not before or before.endswith("\n")
 
 
+def _next_call(text: str, position: int) -> int:
+    """Index of the next call object: CALL_START at the start of a line (-1: none)."""
+    found = text.find(CALL_START, position)
+    while found >= 0 and not _at_line_start(text, found):
+        found = text.find(CALL_START, found + 1)
+    return found
+
+
+def _read_call(text: str, found: int, number: int) -> tuple[dict, int]:
+    try:
+        obj, end = decode_json_at(text, found)
+        return call_from_json(obj, "function", "params"), end
+    except CallSyntaxError as err:
+        raise CallSyntaxError(f"call {number}: {err.reason}", text[found:found + 200]) from None
+
+
 class Format(ChatFormat):
     name = "vicuna"
     OPTIONS = ()
@@ -138,22 +155,5 @@ class Format(ChatFormat):
             return parse_failure(text, err.reason, err.fragment)
 
     def _parse(self, text: str) -> dict:
-        prose, calls, position = [], [], 0
-        while True:
-            found = text.find(CALL_START, position)
-            while found >= 0 and not _at_line_start(text, found):
-                found = text.find(CALL_START, found + 1)
-            stopped = text.find(EOS, position)
-            if stopped >= 0 and (found < 0 or stopped < found):
-                prose.append(text[position:stopped])
-                break
-            if found < 0:
-                prose.append(text[position:])
-                break
-            prose.append(text[position:found])
-            try:
-                obj, position = decode_json_at(text, found)
-                calls.append(call_from_json(obj, "function", "params"))
-            except CallSyntaxError as err:
-                raise CallSyntaxError(f"call {len(calls) + 1}: {err.reason}", text[found:found + 200]) from None
-        return assistant_message("".join(prose), calls)
+        prose, calls = scan_calls(text, _next_call, _read_call, stop=EOS)
+        return assistant_message(prose, calls)
