@@ -22,7 +22,7 @@ class ParseError:
 
 
 class ChatFormat:
-    """Base class of a format. Subclasses set the class attributes and implement render / parse."""
+    """Base class of a format. Subclasses set the class attributes and implement render, render_assistant and parse_strict."""
 
     name: str = ""
     OPTIONS: tuple[str, ...] = ()  # FormatConfig fields this format takes as keyword arguments
@@ -41,6 +41,13 @@ class ChatFormat:
         Never raises on model output: text that starts a call but does not parse comes back with
         "parse_error": ParseError(...) and the raw text as content.
         """
+        try:
+            return self.parse_strict(text)
+        except CallSyntaxError as err:
+            return parse_failure(text, err.reason, err.fragment)
+
+    def parse_strict(self, text: str) -> dict:
+        """Like parse, but a call that does not parse raises CallSyntaxError."""
         raise NotImplementedError
 
     def render_assistant(self, message: dict) -> str:
@@ -69,6 +76,28 @@ def jinja_literal(text: str) -> str:
     """`text` as a Jinja string literal (for baking a format's options into its template)."""
     escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
     return f"'{escaped}'"
+
+
+JINJA_HELPERS = r"""
+{%- macro arguments_json(fn) -%}
+{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
+{{- arguments if arguments is string else arguments|tojson -}}
+{%- endmacro -%}
+{%- macro function_json(tool) -%}
+{{- (tool['function'] if tool['function'] is defined else tool)|tojson -}}
+{%- endmacro -%}
+"""  # macros of the chat templates: a call's arguments as JSON text, a tool's function schema as JSON
+
+
+def jinja_split_system(default: str) -> str:
+    """Jinja that sets `system` (the leading system message's content, else `default`) and `loop_messages`."""
+    return ("\n{%- if messages and messages[0]['role'] == 'system' -%}"
+            "\n{%- set system = messages[0]['content'] or '' -%}"
+            "\n{%- set loop_messages = messages[1:] -%}"
+            "\n{%- else -%}"
+            "\n{%- set system = " + jinja_literal(default) + " -%}"
+            "\n{%- set loop_messages = messages -%}"
+            "\n{%- endif -%}")
 
 
 def assistant_message(content: str | None, calls: list[dict]) -> dict:

@@ -30,7 +30,6 @@ from polaris_dpo.formats.base import (
     assistant_message,
     decode_json_at,
     make_call,
-    parse_failure,
     skip_space,
 )
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
@@ -103,13 +102,7 @@ class Format(ChatFormat):
                 text += IM_START + shown + "\n" + (message.get("content") or "") + IM_END + "\n"
         return text + (IM_START if add_generation_prompt else "")
 
-    def parse(self, text: str) -> dict:
-        try:
-            return self._parse(text)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
-
-    def _parse(self, text: str) -> dict:
+    def parse_strict(self, text: str) -> dict:
         if text.startswith(IM_START):
             text = text[len(IM_START):]
         prose, calls, position = [], [], 0

@@ -24,7 +24,6 @@ from polaris_dpo.formats.base import (
     assistant_message,
     decode_json_at,
     make_call,
-    parse_failure,
     scan_calls,
     skip_space,
 )
@@ -218,11 +217,8 @@ class Format(ChatFormat):
 
     # ------------------------------------------------------------ parsing
 
-    def parse(self, text: str) -> dict:
-        try:
-            return self._parse_v1(text) if self.version == "v1" else self._parse_v2(text)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
+    def parse_strict(self, text: str) -> dict:
+        return self._parse_v1(text) if self.version == "v1" else self._parse_v2(text)
 
     def _parse_v2(self, text: str) -> dict:
         head = FROM + "assistant\n" + RECIPIENT

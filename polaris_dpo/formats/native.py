@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from polaris_dpo.formats.base import (
+    JINJA_HELPERS,
     CallSyntaxError,
     ChatFormat,
     arguments_text,
@@ -24,7 +25,7 @@ from polaris_dpo.formats.base import (
     decode_json_at,
     dumps,
     jinja_literal,
-    parse_failure,
+    jinja_split_system,
     scan_delimited_calls,
 )
 
@@ -44,18 +45,10 @@ CALL_HOWTO = {
                 "{\"name\": <function-name>, \"arguments\": <args-json-object>} objects."),
 }
 
-TEMPLATE = r"""
+TEMPLATE = JINJA_HELPERS + r"""
 {%- macro call_json(fn) -%}
-{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
-{{- '{"name": ' + fn['name']|tojson + ', "arguments": ' + (arguments if arguments is string else arguments|tojson) + '}' -}}
-{%- endmacro -%}
-{%- if messages and messages[0]['role'] == 'system' -%}
-{%- set system = messages[0]['content'] or '' -%}
-{%- set loop_messages = messages[1:] -%}
-{%- else -%}
-{%- set system = '' -%}
-{%- set loop_messages = messages -%}
-{%- endif -%}
+{{- '{"name": ' + fn['name']|tojson + ', "arguments": ' + arguments_json(fn) + '}' -}}
+{%- endmacro -%}""" + jinja_split_system("") + r"""
 {%- if system or tools -%}
 {{- '<|im_start|>system\n' + system -}}
 {%- if tools -%}
@@ -197,14 +190,11 @@ class Format(ChatFormat):
 
     # ------------------------------------------------------------ parsing
 
-    def parse(self, text: str) -> dict:
+    def parse_strict(self, text: str) -> dict:
         stop = self.eos_token or None
-        try:
-            if self.call_syntax == "mistral":
-                return self._parse_mistral(text, stop)
-            prose, calls = scan_delimited_calls(text, TOOL_CALL, TOOL_CALL_END, stop=stop)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
+        if self.call_syntax == "mistral":
+            return self._parse_mistral(text, stop)
+        prose, calls = scan_delimited_calls(text, TOOL_CALL, TOOL_CALL_END, stop=stop)
         return assistant_message(prose, calls)
 
     def _parse_mistral(self, text: str, stop: str | None) -> dict:

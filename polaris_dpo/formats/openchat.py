@@ -9,13 +9,13 @@ results come back as `GPT4 Correct Tool: ...<|end_of_turn|>`.
 from __future__ import annotations
 
 from polaris_dpo.formats.base import (
-    CallSyntaxError,
+    JINJA_HELPERS,
     ChatFormat,
     arguments_text,
     assistant_message,
     dumps,
     function_of,
-    parse_failure,
+    jinja_split_system,
     scan_delimited_calls,
 )
 
@@ -24,23 +24,15 @@ TOOL_ROLES = ("tool", "function", "fn")
 FUNCTIONS_INTRO = ("You can call the following functions. To call one, answer with a line "
                    "<functioncall> {\"name\": <function name>, \"arguments\": <arguments object>}.\n")
 
-TEMPLATE = r"""
+TEMPLATE = JINJA_HELPERS + r"""
 {%- macro render_call(fn) -%}
-{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
-{{- '<functioncall> {"name": ' + fn['name']|tojson + ', "arguments": ' + (arguments if arguments is string else arguments|tojson) + '}' -}}
-{%- endmacro -%}
-{%- if messages and messages[0]['role'] == 'system' -%}
-{%- set system = messages[0]['content'] or '' -%}
-{%- set loop_messages = messages[1:] -%}
-{%- else -%}
-{%- set system = '' -%}
-{%- set loop_messages = messages -%}
-{%- endif -%}
+{{- '<functioncall> {"name": ' + fn['name']|tojson + ', "arguments": ' + arguments_json(fn) + '}' -}}
+{%- endmacro -%}""" + jinja_split_system("") + r"""
 {%- if system or tools -%}
 {{- system + ('\n\n' if system and tools else '') -}}
 {%- if tools -%}
 {{- FUNCTIONS_INTRO -}}
-{%- for tool in tools -%}{{- (tool['function'] if tool['function'] is defined else tool)|tojson + ('\n' if not loop.last else '') -}}{%- endfor -%}
+{%- for tool in tools -%}{{- function_json(tool) + ('\n' if not loop.last else '') -}}{%- endfor -%}
 {%- endif -%}
 {{- '<|end_of_turn|>' -}}
 {%- endif -%}
@@ -109,9 +101,6 @@ class Format(ChatFormat):
                 text += "GPT4 Correct " + role.capitalize() + ": " + content + EOT
         return text + ("GPT4 Correct Assistant:" if add_generation_prompt else "")
 
-    def parse(self, text: str) -> dict:
-        try:
-            prose, calls = scan_delimited_calls(text, CALL, None, stop=EOT)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
+    def parse_strict(self, text: str) -> dict:
+        prose, calls = scan_delimited_calls(text, CALL, None, stop=EOT)
         return assistant_message(prose, calls)

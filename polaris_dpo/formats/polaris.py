@@ -25,44 +25,36 @@ Several calls in one turn are written one after another; prose before a call is 
 from __future__ import annotations
 
 from polaris_dpo.formats.base import (
-    CallSyntaxError,
+    JINJA_HELPERS,
     ChatFormat,
     arguments_text,
     assistant_message,
     dumps,
     function_of,
     jinja_literal,
-    parse_failure,
+    jinja_split_system,
     scan_delimited_calls,
 )
 
 IM_START, IM_END, FN_START, FN_END = "<|im_start|>", "<|im_end|>", "<|fn_start|>", "<|fn_end|>"
 TOOL_ROLES = ("tool", "function", "fn")
 
-TEMPLATE = r"""
+TEMPLATE = JINJA_HELPERS + r"""
 {%- macro render_call(call) -%}
 {%- set fn = call['function'] -%}
-{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
 {{- '<|fn_start|>{"name": ' + fn['name']|tojson + ', "arguments": ' -}}
 {%- if ARGUMENTS_AS_STRING -%}
-{{- (arguments if arguments is string else arguments|tojson)|tojson -}}
+{{- arguments_json(fn)|tojson -}}
 {%- else -%}
-{{- arguments if arguments is string else arguments|tojson -}}
+{{- arguments_json(fn) -}}
 {%- endif -%}
 {{- '}<|fn_end|>' -}}
-{%- endmacro -%}
-{%- if messages and messages[0]['role'] == 'system' -%}
-{%- set system = messages[0]['content'] or '' -%}
-{%- set loop_messages = messages[1:] -%}
-{%- else -%}
-{%- set system = '' -%}
-{%- set loop_messages = messages -%}
-{%- endif -%}
+{%- endmacro -%}""" + jinja_split_system("") + r"""
 {{- '<|im_start|>system\n## Configuration\n\nFunctions: ' + ('enabled' if tools else 'disabled') + CONFIG_LINES + '\n\n' -}}
 {%- if tools -%}
 {{- '## Available Functions\n\n' -}}
 {%- for tool in tools -%}
-{{- (tool['function'] if tool['function'] is defined else tool)|tojson + '\n' -}}
+{{- function_json(tool) + '\n' -}}
 {%- endfor -%}
 {{- '\n' -}}
 {%- endif -%}
@@ -142,9 +134,6 @@ class Format(ChatFormat):
             text += IM_START + "assistant\n"
         return text
 
-    def parse(self, text: str) -> dict:
-        try:
-            prose, calls = scan_delimited_calls(text, FN_START, FN_END, stop=IM_END)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
+    def parse_strict(self, text: str) -> dict:
+        prose, calls = scan_delimited_calls(text, FN_START, FN_END, stop=IM_END)
         return assistant_message(prose, calls)

@@ -9,6 +9,7 @@ context-obedient question (BEGININPUT / BEGINCONTEXT ... ENDINSTRUCTION) from do
 from __future__ import annotations
 
 from polaris_dpo.formats.base import (
+    JINJA_HELPERS,
     CallSyntaxError,
     ChatFormat,
     arguments_text,
@@ -18,7 +19,7 @@ from polaris_dpo.formats.base import (
     dumps,
     function_of,
     jinja_literal,
-    parse_failure,
+    jinja_split_system,
     scan_calls,
 )
 
@@ -30,22 +31,14 @@ DEFAULT_SYSTEM = ("A chat between a curious user and an artificial intelligence 
 FUNCTIONS_INTRO = ("\n\nAvailable functions. To call one, answer with a line "
                    "{\"function\": <function name>, \"params\": <arguments object>}:\n")
 
-TEMPLATE = r"""
+TEMPLATE = JINJA_HELPERS + r"""
 {%- macro render_call(fn) -%}
-{%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
-{{- '{"function": ' + fn['name']|tojson + ', "params": ' + (arguments if arguments is string else arguments|tojson) + '}' -}}
-{%- endmacro -%}
-{%- if messages and messages[0]['role'] == 'system' -%}
-{%- set system = messages[0]['content'] or '' -%}
-{%- set loop_messages = messages[1:] -%}
-{%- else -%}
-{%- set system = DEFAULT_SYSTEM -%}
-{%- set loop_messages = messages -%}
-{%- endif -%}
+{{- '{"function": ' + fn['name']|tojson + ', "params": ' + arguments_json(fn) + '}' -}}
+{%- endmacro -%}""" + jinja_split_system(DEFAULT_SYSTEM) + r"""
 {{- system -}}
 {%- if tools -%}
 {{- FUNCTIONS_INTRO -}}
-{%- for tool in tools -%}{{- (tool['function'] if tool['function'] is defined else tool)|tojson + ('\n' if not loop.last else '') -}}{%- endfor -%}
+{%- for tool in tools -%}{{- function_json(tool) + ('\n' if not loop.last else '') -}}{%- endfor -%}
 {%- endif -%}
 {{- ' ' -}}
 {%- for message in loop_messages -%}
@@ -148,12 +141,6 @@ class Format(ChatFormat):
                 text += role.upper() + ": " + content + " "
         return text + ("ASSISTANT:" if add_generation_prompt else "")
 
-    def parse(self, text: str) -> dict:
-        try:
-            return self._parse(text)
-        except CallSyntaxError as err:
-            return parse_failure(text, err.reason, err.fragment)
-
-    def _parse(self, text: str) -> dict:
+    def parse_strict(self, text: str) -> dict:
         prose, calls = scan_calls(text, _next_call, _read_call, stop=EOS)
         return assistant_message(prose, calls)
