@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from polaris_dpo import paths
 from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.compose import setup_resolvers
+from polaris_dpo.redact import config_yaml
 from polaris_dpo.stages import StageNotBuilt, run_stage
 
 log = logging.getLogger("polaris_dpo")
@@ -20,10 +21,10 @@ setup_resolvers()
 
 
 def write_resolved_config(cfg: DictConfig) -> Path:
-    """The run's config with every interpolation resolved, next to Hydra's own `.hydra/` record."""
+    """The run's config with every interpolation resolved and credentials redacted, next to Hydra's `.hydra/`."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    return atomic_write_text(run_dir / "config.yaml", config_yaml(cfg))
 
 
 @hydra.main(version_base="1.3", config_path=str(paths.CONF_DIR), config_name="config")

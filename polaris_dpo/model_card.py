@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 
-SECRET_KEY = re.compile(r"token|secret|password|api_key|apikey|(^|_)key$", re.IGNORECASE)
-
-
-def scrub(node):
-    """A copy of a config with every value under a secret-looking key replaced."""
-    if isinstance(node, dict):
-        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None else scrub(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [scrub(v) for v in node]
-    return node
+from polaris_dpo.redact import scrub
 
 
 def numeric_leaves(node, prefix: str = "") -> dict[str, float]:

@@ -31,6 +31,7 @@ from polaris_dpo import formats, pairs, readers
 from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import FAILURE_CATEGORIES
 from polaris_dpo.messages import examples as examples_of
+from polaris_dpo.redact import config_yaml
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def run(cfg) -> dict:
                          "(BFCL's default 1.0 holds out all: set data.eval_fraction=0 to mine it)")
     info = {**source.info(), "source": m.source, "seed": cfg.seed,
             "data": f"{cfg.data.reader}: {cfg.data.root or ''}/{cfg.data.path or cfg.data.hub_id}",
-            "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "config": config_yaml(cfg),
             "summary": _summary(m)}
     target, stats = finalize(work, state, pairs_dir / m.name, m, cfg.seed, info, run_dir)
     shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from polaris_dpo import report
 from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
+from polaris_dpo.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,13 @@ def step_names(rounds: int) -> list[str]:
 
 
 def config_fingerprint(cfg: DictConfig) -> dict:
-    """The config the finished steps were made with (pipeline keys and paths that do not change results left out)."""
+    """The config the finished steps were made with (pipeline keys and paths that do not change results left out,
+    credentials redacted: the state file is written in the run folder)."""
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("run_dir", None)
     plain.get("pipeline", {}).pop("resume", None)
     plain.get("pipeline", {}).pop("rounds", None)
-    return plain
+    return scrub(plain)
 
 
 class State:
