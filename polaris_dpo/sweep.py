@@ -29,6 +29,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.redact import is_multirun, redact_overrides
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +232,6 @@ def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
     return sweep_dir / SUMMARY_MD, sweep_dir / SUMMARY_CSV
 
 
-def is_multirun(config) -> bool:
-    from hydra.types import RunMode
-
-    return str(config.hydra.get("mode")) in (str(RunMode.MULTIRUN), "MULTIRUN")
-
-
 class SweepSummary(Callback):
     """Hydra callback: summary.md and summary.csv in the sweep dir of every multirun."""
 
@@ -244,7 +239,7 @@ class SweepSummary(Callback):
         sweeper = str(config.hydra.sweeper.get("_target_", ""))
         if not sweeper.endswith("BasicSweeper"):
             return  # other sweepers choose their points as they go: rows come from the points alone
-        points = sweep_points(list(config.hydra.overrides.task))
+        points = [redact_overrides(point) for point in sweep_points(list(config.hydra.overrides.task))]
         atomic_write_text(Path(config.hydra.sweep.dir) / POINTS_FILE, json.dumps({"points": points}, indent=1))
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
@@ -257,7 +252,7 @@ class SweepSummary(Callback):
         value = job_return._return_value  # .return_value re-raises a failure
         record = {
             "num": int(config.hydra.job.num),
-            "overrides": list(config.hydra.overrides.task),
+            "overrides": redact_overrides(list(config.hydra.overrides.task)),
             "status": "failed" if failed else "completed",
             "metrics": point_metrics(None if failed else value, point_dir),
             "dir": str(point_dir),

@@ -1,10 +1,14 @@
-"""Credentials passed through a config never reach the run's config.yaml, the pipeline state or a pair set card."""
+"""Credentials passed through a config never reach a file the tool or Hydra writes: config dumps, state, cards."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
+from conftest import REPO
 
 from polaris_dpo.__main__ import write_resolved_config
 from polaris_dpo.redact import REDACTED, scrub
@@ -49,3 +53,19 @@ def test_pair_set_card_hides_a_passed_token(make_cfg, tmp_path):
     card = (pairs_dir / "README.md").read_text(encoding="utf-8")
     assert "hub_token: <redacted>" in card
     assert not [p for p in pairs_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_no_file_of_a_sweep_holds_a_token_passed_on_the_command_line(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "polaris_dpo", "--multirun", "stage=mine", "mine.source=synthetic", "data=glaive",
+         "data.limit=10", "mine.name=a,b", f"mine.pairs_dir={tmp_path}/pairs", f"+sft.trl.hub_token={SECRET}",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    names = {p.name for p in written}
+    assert {"multirun.yaml", "overrides.yaml", "hydra.yaml", "config.yaml", "summary.md", "README.md"} <= names
+    assert [str(p) for p in written if SECRET.encode() in p.read_bytes()] == []
+    assert SECRET not in done.stdout + done.stderr
+    assert f"+sft.trl.hub_token={REDACTED}" in (sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text()
