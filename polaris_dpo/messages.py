@@ -367,6 +367,8 @@ def _loads(text: str, field: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{field}: not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
+    except RecursionError:
+        raise ValueError(f"{field}: JSON nested too deeply: {text[:80]!r}") from None
 
 
 def _dumps(value: Any) -> str:

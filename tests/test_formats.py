@@ -329,6 +329,17 @@ def test_parse_never_raises_on_model_output(name, options, pieces):
     assert "parse_error" in parsed or isinstance(parsed.get("tool_calls", []), list)
 
 
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=IDS)
+def test_parse_of_a_call_nested_beyond_the_json_decoder_is_a_parse_error(name, options):
+    fmt = formats.get(name, **options)
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "get_x", "arguments": {"a": "MARK"}}}]}
+    rendered = fmt.render_assistant(call)
+    looping = rendered[:rendered.index("MARK")].rstrip('\\"') + "[" * 5000  # a model stuck on `[`
+    parsed = fmt.parse(looping)
+    assert parsed["parse_error"].reason and "tool_calls" not in parsed
+
+
 MALFORMED = {
     "polaris": ['<|fn_start|>{"name": "f", "arguments": {"a": 1}<|fn_end|>', '{"name": "f", "arguments": {}}<|fn_end|>',
                 '<|fn_start|>{"name": "f", "arguments": {}}'],

@@ -240,6 +240,39 @@ def test_sharegpt_parallel_calls_and_text_before_call(tmp_path):
     assert [m["name"] for m in conversation["messages"][3:5]] == ["f", "g"]
 
 
+def test_awkward_rows_are_quarantined_and_the_good_ones_kept(tmp_path):
+    good = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ok"}]}
+    rows = [
+        '{"conversations": [',  # a broken first line of a .jsonl file is one bad row, not a bad file
+        good,
+        {"conversations": [{"from": ["human"], "value": "x"}, {"from": "gpt", "value": "ok"}]},
+        {"conversations": [{"role": {"name": "user"}, "content": "x"}, {"from": "gpt", "value": "ok"}]},
+        '{"conversations": ' + "[" * 5000 + "]" * 5000 + "}",
+        {"conversations": [{"from": "human", "value": "x"},
+                           {"from": "function_call", "value": '{"name": "f", "arguments": ' + "[" * 5000 + "}"}]},
+        good,
+    ]
+    path = tmp_path / "awkward.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + write_jsonl(path, rows).read_bytes())  # with a UTF-8 byte order mark
+    conversations, counts, quarantined = read(tmp_path, reader="sharegpt", path=str(path))
+    assert counts == {"read": 7, "kept": 2, "quarantined": 5}
+    by_row = {q["row"]: q for q in quarantined}
+    assert "line 1 is not valid JSON" in by_row[0]["reason"]
+    assert by_row[2]["field"] == "conversations[0].from" and "unknown speaker ['human']" in by_row[2]["reason"]
+    assert by_row[3]["field"] == "conversations[0].role"
+    assert "nested too deeply" in by_row[4]["reason"]
+    assert by_row[5]["field"] == "conversations[1].value" and "nested too deeply" in by_row[5]["reason"]
+    assert [c["row"] for c in conversations] == [1, 6]
+
+
+def test_json_file_with_byte_order_mark(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text("\ufeff" + json.dumps([{"messages": [{"role": "user", "content": "q"},
+                                                       {"role": "assistant", "content": "a"}]}]), encoding="utf-8")
+    conversations, counts, _ = read(tmp_path, reader="openai", path=str(path))
+    assert counts["kept"] == 1 and conversations[0]["messages"][0]["content"] == "q"
+
+
 def test_unreadable_file_and_missing_path_fail_naming_them(tmp_path):
     bad = tmp_path / "broken.json"
     bad.write_text('[{"messages": [}')

@@ -134,6 +134,8 @@ def make_call(name, arguments) -> dict:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as err:
             raise CallSyntaxError(f"arguments of {name!r} are not valid JSON: {err.msg}", arguments) from None
+        except RecursionError:
+            raise CallSyntaxError(f"arguments of {name!r} are nested too deeply", arguments[:200]) from None
     if not isinstance(arguments, dict):
         raise CallSyntaxError(f"arguments of {name!r} must be a JSON object, got {type(arguments).__name__}")
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
@@ -164,6 +166,8 @@ def decode_json_at(text: str, position: int):
         return _DECODER.raw_decode(text, position)
     except json.JSONDecodeError as err:
         raise CallSyntaxError(f"invalid JSON: {err.msg}", text[position:position + 200]) from None
+    except RecursionError:
+        raise CallSyntaxError("invalid JSON: nested too deeply", text[position:position + 200]) from None
 
 
 def scan_calls(text: str, find_call, read_call, stop: str | None = None) -> tuple[str, list[dict]]:

@@ -68,6 +68,8 @@ def parse_json(text: str, field: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise RowError(field, f"not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
+    except RecursionError:
+        raise RowError(field, f"JSON nested too deeply: {text[:80]!r}") from None
 
 
 # ---------------------------------------------------------------- where rows come from
@@ -97,10 +99,14 @@ def is_saved_dataset(path: Path) -> bool:
 
 
 def file_rows(file: Path) -> Iterator[RawRow]:
-    """Rows of a JSONL file (streamed line by line), or of a JSON file holding a list or one object."""
+    """Rows of a JSONL file (streamed line by line), or of a JSON file holding a list or one object.
+
+    A `.jsonl` file is always read line by line (a broken first line is one bad row); another file is
+    JSONL when its first non-blank line is a JSON object by itself. A UTF-8 byte order mark is skipped.
+    """
     source = file.stem
     try:
-        handle = file.open(encoding="utf-8")
+        handle = file.open(encoding="utf-8-sig")
     except OSError as err:
         raise DataFileError(f"{file}: cannot be opened ({err.strerror})") from None
     with handle:
@@ -112,7 +118,7 @@ def file_rows(file: Path) -> Iterator[RawRow]:
             raise DataFileError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         if not first:
             return
-        if first.lstrip().startswith("{") and _parses(first):
+        if file.suffix.lower() == ".jsonl" or (first.lstrip().startswith("{") and _parses(first)):
             yield from _jsonl_rows(file, source, handle, first)
             return
     yield from _whole_json_rows(file, source)
@@ -122,7 +128,7 @@ def _parses(line: str) -> bool:
     try:
         json.loads(line)
         return True
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -137,6 +143,9 @@ def _jsonl_rows(file: Path, source: str, handle, first: str) -> Iterator[RawRow]
         except json.JSONDecodeError as err:
             yield RawRow(str(file), source, index, None, f"line {index + 1} is not valid JSON ({err.msg} at column {err.colno})")
             continue
+        except RecursionError:
+            yield RawRow(str(file), source, index, None, f"line {index + 1} is JSON nested too deeply")
+            continue
         if not isinstance(data, dict):
             yield RawRow(str(file), source, index, None, f"line {index + 1} is a JSON {type(data).__name__}, not an object")
             continue
@@ -145,10 +154,12 @@ def _jsonl_rows(file: Path, source: str, handle, first: str) -> Iterator[RawRow]
 
 def _whole_json_rows(file: Path, source: str) -> Iterator[RawRow]:
     try:
-        with file.open(encoding="utf-8") as handle:
+        with file.open(encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as err:
         raise DataFileError(f"{file}: neither JSON nor JSONL ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise DataFileError(f"{file}: JSON nested too deeply") from None
     except UnicodeDecodeError as err:
         raise DataFileError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if isinstance(data, dict):

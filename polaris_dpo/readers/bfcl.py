@@ -79,14 +79,14 @@ class Reader(BaseReader):
 
 def load_answers(file: Path) -> dict[str, list]:
     answers = {}
-    with file.open(encoding="utf-8") as handle:
+    with file.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
                 answers[str(row["id"])] = row["ground_truth"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
+            except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as err:
                 raise DataFileError(f"{file}: line {number}: not a possible-answer row ({err})") from None
     return answers
 

@@ -42,18 +42,19 @@ class Reader(BaseReader):
         messages, tools = [], []
         for i, (speaker, value) in enumerate(turns):
             field = f"{key}[{i}]"
-            if speaker not in SPEAKERS:
-                raise RowError(f"{field}.from", f"unknown speaker {speaker!r}")
+            speaker_field, value_field = ("role", "content") if key == "messages" else ("from", "value")
+            if not isinstance(speaker, str) or speaker not in SPEAKERS:
+                raise RowError(f"{field}.{speaker_field}", f"unknown speaker {speaker!r}")
             if not isinstance(value, str):
-                raise RowError(f"{field}.value", f"must be text, got {type(value).__name__}")
+                raise RowError(f"{field}.{value_field}", f"must be text, got {type(value).__name__}")
             role = SPEAKERS[speaker]
             if role == "system":
-                found, prompt = parse_system(value, f"{field}.value")
+                found, prompt = parse_system(value, f"{field}.{value_field}")
                 tools += found
                 if prompt:
                     messages.append({"role": "system", "content": prompt})
             elif role == "assistant":
-                messages.append(parse_assistant(value, f"{field}.value"))
+                messages.append(parse_assistant(value, f"{field}.{value_field}"))
             else:
                 messages.append({"role": role, "content": value})
         conversation = {"messages": messages, "tools": tools}

@@ -32,10 +32,12 @@ class Reader(BaseReader):
             field = f"{key}[{i}]"
             if not isinstance(turn, dict):
                 raise RowError(field, f"a turn must be an object, got {type(turn).__name__}")
-            speaker = turn.get("from", turn.get("role"))
+            speaker_key = "from" if "from" in turn else "role"
+            speaker = turn.get(speaker_key)
             value = turn.get("value", turn.get("content"))
-            if speaker not in ROLES:
-                raise RowError(f"{field}.from", f"unknown speaker {speaker!r} (expected one of {', '.join(ROLES)})")
+            if not isinstance(speaker, str) or speaker not in ROLES:
+                raise RowError(f"{field}.{speaker_key}",
+                               f"unknown speaker {speaker!r} (expected one of {', '.join(ROLES)})")
             role = ROLES[speaker]
             if role == "call":
                 calls = _calls(value, f"{field}.value")
