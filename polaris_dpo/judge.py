@@ -16,7 +16,8 @@ Checks run in this order, each one only when the previous passed:
 
 Arguments (BFCL): every required parameter present; no argument the expected call does not list;
 the JSON type the tool's schema declares (an int passes for a number, a bool never for an int);
-each value one of the acceptable values, `""` among them meaning the argument may be left out.
+each value one of the acceptable values (in a BFCL answer key `""` among them means the argument may
+be left out; in a reference call `""` is the empty string it says).
 Strings compare by `options.strings`: exact | bfcl (case, spaces and `,./-_*^` folded, ' = ") |
 loose (bfcl, and one may contain the other). Plain Python: no torch, no transformers.
 """
@@ -241,7 +242,7 @@ def call_problem(call: dict, expected: dict, tool: dict | None, options: JudgeOp
     properties = parameters.get("properties") or {}
     for name in parameters.get("required") or ():
         # a required argument the answer key does not list is the key's call (BFCL data has a few)
-        if name not in arguments and name in allowed and "" not in allowed[name]:
+        if name not in arguments and name in allowed and not _may_omit(expected, name):
             return f"argument {name!r}: required, missing"
     for name, value in arguments.items():
         if name not in allowed:
@@ -252,15 +253,23 @@ def call_problem(call: dict, expected: dict, tool: dict | None, options: JudgeOp
         if options.check_types and declared and not _type_ok(value, declared):
             return f"argument {name!r}: expected type {declared}, got {_show(value)}"
         if options.check_types or not any(_coerced_equal(value, option) for option in allowed[name]):
-            return f"argument {name!r}: expected one of {_show(_present(allowed[name]))}, got {_show(value)}"
-    for name, options_for in allowed.items():
-        if name not in arguments and "" not in options_for:
-            return f"argument {name!r}: missing, expected one of {_show(_present(options_for))}"
+            return f"argument {name!r}: expected one of {_show(_present(expected, name))}, got {_show(value)}"
+    for name in allowed:
+        if name not in arguments and not _may_omit(expected, name):
+            return f"argument {name!r}: missing, expected one of {_show(_present(expected, name))}"
     return None
 
 
-def _present(values: list) -> list:
-    return [value for value in values if value != ""]
+def _may_omit(expected: dict, name: str) -> bool:
+    """BFCL's answer keys list "" among an argument's values when it may be left out; a reference call's
+    "" is just an empty string."""
+    return expected["nested"] and "" in expected["arguments"].get(name, ())
+
+
+def _present(expected: dict, name: str) -> list:
+    """The values an argument may take (without BFCL's "may be left out" marker)."""
+    values = expected["arguments"][name]
+    return [value for value in values if value != ""] if expected["nested"] else values
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -389,7 +398,7 @@ def _fix_arguments(arguments: dict, expected: dict, tool: dict | None, options: 
                 continue
             fixed[name] = replacement
     for name, alternatives in expected["arguments"].items():
-        if name not in fixed and name not in arguments and "" not in alternatives:
+        if name not in fixed and name not in arguments and not _may_omit(expected, name):
             replacement = _first_value(alternatives, expected["nested"])
             if replacement is _OMIT:
                 return None
@@ -402,7 +411,7 @@ _OMIT = object()
 
 def _first_value(alternatives: list, nested: bool) -> Any:
     for alternative in alternatives:
-        if alternative == "":
+        if nested and alternative == "":
             continue
         return _collapse(alternative) if nested else alternative
     return _OMIT

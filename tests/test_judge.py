@@ -241,6 +241,23 @@ def test_wrong_arguments_correction_keeps_own_good_values():
     assert judge_message(verdict.correction, example).ok
 
 
+def test_an_empty_string_in_a_reference_call_is_a_value_not_bfcls_may_be_left_out():
+    # glaive row 5926: search_books(query="", author="George Orwell"), query required
+    books = {"type": "function", "function": {"name": "search_books", "parameters": {
+        "type": "object", "required": ["query"],
+        "properties": {"query": {"type": "string"}, "author": {"type": "string"}}}}}
+    reference = {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
+        "name": "search_books", "arguments": {"query": "", "author": "George Orwell"}}}]}
+    example = reference_example(reference, tools=(books,))
+    assert judge(call("search_books", query="", author="George Orwell"), example, FMT).ok
+    left_out = judge(call("search_books", author="George Orwell"), example, FMT)
+    assert (left_out.category, left_out.detail) == ("wrong_arguments", "argument 'query': required, missing")
+    assert left_out.correction["tool_calls"][0]["function"]["arguments"] == {"author": "George Orwell", "query": ""}
+    other = judge(call("search_books", query="1984", author="George Orwell"), example, FMT)
+    assert other.detail == "argument 'query': expected one of [''], got '1984'"
+    assert other.correction["tool_calls"][0]["function"]["arguments"] == {"query": "", "author": "George Orwell"}
+
+
 def test_reference_with_string_arguments_is_read():
     reference = {"role": "assistant", "content": None, "tool_calls": [
         {"type": "function", "function": {"name": "get_time", "arguments": '{"zone": "UTC"}'}}]}

@@ -112,6 +112,23 @@ def test_mined_pairs_use_the_corrected_own_output_and_offer_a_counterweight():
     assert json.loads(counter["rejected"][0]["tool_calls"][0]["function"]["arguments"])  # arguments as JSON string
 
 
+def test_an_empty_turn_is_never_the_chosen_answer():
+    example = _example({"role": "assistant", "content": None}, [WEATHER])  # BFCL irrelevance: no reference text
+    samples = ["<|im_end|>", "It will be sunny.", '<|fn_start|>{"name": "get_weather", "arguments": {"city": "Paris"}}'
+                                                  "<|fn_end|>"]
+    verdicts = [judge(s, example, FMT) for s in samples]
+    assert [v.category for v in verdicts] == ["ok", "ok", "unwanted_call"]
+    prov = [{"model": "m", "seed": j} for j in range(3)]
+    for order in ([0, 1, 2], [1, 0, 2]):
+        outcome = pairs.mined_pairs(example, [samples[j] for j in order], [verdicts[j] for j in order],
+                                    categories=["unwanted_call"], max_pairs=2, provenance=prov)
+        (row,) = outcome.pairs
+        assert row["chosen_source"] == "own" and row["chosen"][0]["content"] == "It will be sunny."
+    outcome = pairs.mined_pairs(example, [samples[0], samples[2]], [verdicts[0], verdicts[2]],
+                                categories=["unwanted_call"], max_pairs=2, provenance=prov[:2])
+    assert [r["chosen_source"] for r in outcome.pairs] == ["synthetic"]  # not the empty turn
+
+
 def test_mined_pairs_respect_categories_and_the_per_prompt_cap():
     call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
     example = _example({"role": "assistant", "content": None, "tool_calls": [call]}, [WEATHER, CLOCK])
