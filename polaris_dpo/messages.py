@@ -146,7 +146,7 @@ def normalize_call(call: Any, field: str) -> dict:
         arguments = function["arguments"]
     else:
         arguments = function.get("parameters")  # some datasets write calls with `parameters`
-    if name == CODE_INTERPRETER and isinstance(arguments, str) and not arguments.lstrip().startswith("{"):
+    if name == CODE_INTERPRETER and isinstance(arguments, str) and not _is_json_object(arguments):
         arguments = {"code": arguments}  # code-interpreter calls carry raw code, not JSON (functionary, OpenAI)
     out = {"type": "function",
            "function": {"name": name, "arguments": normalize_arguments(arguments, f"{where}.arguments")}}
@@ -369,6 +369,13 @@ def _loads(text: str, field: str) -> Any:
         raise ValueError(f"{field}: not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
     except RecursionError:
         raise ValueError(f"{field}: JSON nested too deeply: {text[:80]!r}") from None
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _dumps(value: Any) -> str:

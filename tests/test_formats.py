@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from polaris_dpo import formats
+from polaris_dpo import messages as M
 from polaris_dpo.config import DataConfig, FormatConfig
 from polaris_dpo.formats import typescript
 
@@ -183,6 +184,18 @@ options?: {
 type ping = () => any;
 
 } // namespace functions"""
+
+
+@pytest.mark.parametrize("code", ["{k: v for k, v in stats.items() if v > 0}", "{1, 2} | {3}",
+                                  '{"a": 1}.keys()', "[x for x in {}]"])
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_functionary_python_code_starting_like_json_round_trips(code, version):
+    fmt = formats.get("functionary", version=version)
+    message = {"role": "assistant", "content": None, "tool_calls": [call("python", {"code": code})]}
+    assert fmt.parse(fmt.render_assistant(message)) == message
+    assert M.normalize_call({"name": "python", "arguments": code}, "x")["function"]["arguments"] == {"code": code}
+    json_arguments = {"role": "assistant", "content": None, "tool_calls": [call("python", {"code": "1", "timeout": 5})]}
+    assert fmt.parse(fmt.render_assistant(json_arguments)) == json_arguments
 
 
 def test_typescript_namespace_covers_the_schema_features_in_python_and_jinja():

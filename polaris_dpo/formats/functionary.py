@@ -143,13 +143,20 @@ def call_arguments(function: dict) -> str:
 
 
 def _python_or_json_call(name: str, text: str, start: int, ends: tuple[str, ...]) -> tuple[dict, int]:
-    """A call's arguments at `start`: JSON, or (for python) raw code running to the first of `ends`."""
-    if name == "python" and not text[start:].lstrip().startswith("{"):
-        stops = [i for i in (text.find(end, start) for end in ends) if i >= 0]
-        end = min(stops, default=len(text))
-        return make_call(name, {"code": text[start:end]}), end
-    arguments, end = decode_json_at(text, start)
-    return make_call(name, arguments), end
+    """A call's arguments at `start`: a JSON object, or (for python) raw code running to the first of `ends`
+    (code may start with `{` too: a dict or set literal)."""
+    if name != "python":
+        arguments, end = decode_json_at(text, start)
+        return make_call(name, arguments), end
+    stops = [i for i in (text.find(marker, start) for marker in ends) if i >= 0]
+    code_end = min(stops, default=len(text))
+    try:
+        arguments, end = decode_json_at(text, start)
+        if isinstance(arguments, dict) and not text[end:code_end].strip():
+            return make_call(name, arguments), end
+    except CallSyntaxError:
+        pass
+    return make_call(name, {"code": text[start:code_end]}), code_end
 
 
 class Format(ChatFormat):
