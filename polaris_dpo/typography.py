@@ -7,8 +7,9 @@ Rules (each finding is an `Issue` with the rule name, the offset and a short exc
 - `space_before`: a space before `,` `.` `:` (`word ,word`, `the end .`);
 - `double_space`: two or more spaces between words.
 
-Exceptions real text needs are not findings: code spans and fenced blocks, JSON objects and arrays,
-URLs, e-mail addresses, host:port, times and ratios (`12:30`, `3:1`), decimals and thousands
+Exceptions real text needs are not findings: code spans and fenced blocks, JSON objects and arrays
+(nested ones too), URLs (any scheme, `mailto:`, scheme-less `example.com/path`, `git@host:repo`),
+e-mail addresses, host:port, times and ratios (`12:30`, `3:1`), decimals and thousands
 (`3.14`, `1,000`), version strings (`v1.2.3`), file names and dotted identifiers (`data.csv`,
 `os.path`), abbreviations (`e.g.`, `i.e.`, `U.S.`), ellipses, smileys, Markdown tables and
 indentation. Plain Python, regular expressions only: it runs on every text answer the judge sees.
@@ -26,8 +27,11 @@ _PROTECTED = [(trigger, re.compile(pattern, flags)) for trigger, pattern, flags 
     # backticks never open an inline span
     ("`", r"```.*?(?:```|\Z)|`[^`\n]+`", re.DOTALL),
     ("~~~", r"~~~.*?(?:~~~|\Z)", re.DOTALL),
-    ("://", r"\b(?:https?|ftp|file)://[^\s<>\"'`]+", 0),           # URL with scheme
+    ("://", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"'`]+", 0),        # URL with any scheme (https, ssh, s3)
     ("www.", r"\bwww\.[^\s<>\"'`]+", 0),                             # bare www URL
+    ("/", r"\b(?:[\w-]+\.)+[A-Za-z]{2,}/[^\s<>\"'`]*", 0),           # URL without scheme: example.com/a?q=1,2
+    (":", r"\b(?:mailto|tel|sms|urn|magnet|geo):[^\s<>\"'`)\]]+", 0),   # URI without //
+    ("@", r"\b[\w.-]+@[\w-]+(?:\.[\w-]+)+:[\w./~-]+", 0),             # scp / git remote: git@host:org/repo.git
     ("data:", r"\bdata:[\w/+.-]+;[^\s<>\"'`)]+", 0),                # data: URI
     ("@", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0),                      # e-mail address
     ("{", r"\{[^{}\n]*[\"':][^{}\n]*\}", 0),                        # one-line JSON / dict literal
@@ -43,6 +47,37 @@ _PROTECTED = [(trigger, re.compile(pattern, flags)) for trigger, pattern, flags 
     ("", r"(?m:^(?: {4}|\t).*$)", 0),                              # indented code line
 ]]
 _URL_TRAILING = ".,;:!?)]}'\""
+_URL_TRIGGERS = ("://", "www.", "/", ":", "@")  # their spans give back sentence punctuation at the end
+
+
+def _nested_json_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of one-line `{...}` objects with nested braces (the one-line pattern takes the flat ones):
+    braces balanced outside strings, a `:` or a quote inside."""
+    spans, start = [], text.find("{")
+    while start >= 0:
+        depth, quote, escaped, end = 0, None, False, None
+        for i in range(start, len(text)):
+            char = text[i]
+            if char == "\n":
+                break
+            if quote:
+                escaped, quote = (not escaped and char == "\\"), (None if char == quote and not escaped else quote)
+            elif char in "\"'":
+                quote = char
+            elif char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    end = i + 1
+                    break
+        body = text[start:end] if end else ""
+        if end and body.count("{") > 1 and (":" in body or '"' in body):
+            spans.append((start, end))
+            start = text.find("{", end)
+        else:
+            start = text.find("{", start + 1)
+    return spans
 
 _ABBREVIATION = re.compile(
     r"\b(?:e\.g|i\.e|etc|vs|cf|a\.m|p\.m|U\.S|U\.K|Ph\.D|No|Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Fig|approx)\.",
@@ -96,9 +131,11 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
         for match in pattern.finditer(text):
             start, end = match.span()
             token = match.group()
-            if trigger in ("://", "www."):
+            if trigger in _URL_TRIGGERS:
                 end -= len(token) - len(token.rstrip(_URL_TRAILING))
             spans.append((start, end))
+    if "{" in text:
+        spans += _nested_json_spans(text)
     for match in _ABBREVIATION.finditer(text):
         spans.append(match.span())
     spans.sort()

@@ -65,6 +65,12 @@ def test_rules_fire_and_fix(text, fixed):
     "![img](data:image/png;base64,iVBOR) shown.",
     "Line one.\nLine two.",
     "He said \"yes.\" Then left.",
+    "Email us at [support](mailto:support@example.com).",
+    "Call tel:+1-555-0100 or write.",
+    "Open ssh://user@host:22/srv,tmp now.",
+    "Clone git@github.com:acme/tools.git first.",
+    "Search google.com/search?q=red,blue for it.",
+    'The API returned {"a":1,"b":{"c":[1,2],"d":"x,y"}} today.',
 ])
 def test_exceptions_do_not_fire(text):
     assert find_issues(text) == [], find_issues(text)
