@@ -265,6 +265,22 @@ def test_awkward_rows_are_quarantined_and_the_good_ones_kept(tmp_path):
     assert [c["row"] for c in conversations] == [1, 6]
 
 
+def test_duplicate_ids_are_quarantined_naming_the_first(tmp_path):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "chat.jsonl", [{**row, "id": "a"}, {**row, "id": "b"}, {**row, "id": "a"}])
+    (folder / "chat.json").write_text(json.dumps([row]))  # its row 0 gets the default id chat:0 ...
+    write_jsonl(folder / "more.jsonl", [{**row, "id": "chat:0"}])  # ... which this row also claims
+    conversations, counts, quarantined = read(tmp_path, reader="openai", path=str(folder))
+    assert counts == {"read": 5, "kept": 3, "quarantined": 2}
+    assert sorted(c["id"] for c in conversations) == ["a", "b", "chat:0"]
+    assert {q["field"] for q in quarantined} == {"id"}
+    reasons = sorted(q["reason"] for q in quarantined)
+    assert reasons[0].startswith("duplicate id 'a': already read at ") and reasons[0].endswith("chat.jsonl row 0")
+    assert reasons[1].startswith("duplicate id 'chat:0': already read at ")
+
+
 def test_json_file_with_byte_order_mark(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text("\ufeff" + json.dumps([{"messages": [{"role": "user", "content": "q"},

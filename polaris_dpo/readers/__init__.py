@@ -60,11 +60,17 @@ class Reading:
         self.counts = {"read": 0, "kept": 0, "quarantined": 0}
         self.reasons = Counter()
         quarantine = _AtomicJsonl(self.quarantine_path)
+        seen: dict[str, tuple] = {}  # id -> (file, row) where it was first read: an id names one conversation
         try:
             for raw in self._raw_rows():
                 self.counts["read"] += 1
                 conversation, problem = self._convert(raw)
+                if conversation is not None and conversation["id"] in seen:
+                    file, row = seen[conversation["id"]]
+                    conversation, problem = None, ("id", f"duplicate id {conversation['id']!r}: already read at "
+                                                         f"{file or 'the dataset'} row {row}")
                 if conversation is not None:
+                    seen[conversation["id"]] = (raw.file, raw.row)
                     self.counts["kept"] += 1
                     yield conversation
                 else:
