@@ -236,6 +236,12 @@ def test_sharegpt_parallel_calls_and_text_before_call(tmp_path):
     (conversation,), _, _ = read(tmp_path, reader="sharegpt", path=str(write_jsonl(tmp_path / "s.jsonl", [row])))
     roles = [m["role"] for m in conversation["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]
+    # a bad call is named by the row's own field, not by its place among the converted messages
+    bad = {**row, "conversations": [*row["conversations"][:2], {"from": "function_call", "value": '{"name": "f"}'},
+                                    {"from": "function_call", "value": '{"name": "g", "arguments": "{oops"}'},
+                                    *row["conversations"][3:]]}
+    _, _, quarantined = read(tmp_path, reader="sharegpt", path=str(write_jsonl(tmp_path / "b.jsonl", [bad])))
+    assert [q["field"] for q in quarantined] == ["conversations[3].value.arguments"]
     assert conversation["messages"][2]["content"] == "Let me check."
     assert [m["name"] for m in conversation["messages"][3:5]] == ["f", "g"]
 

@@ -9,6 +9,7 @@ right after a `gpt` turn joins that turn. `role` / `content` keys and a `message
 
 from __future__ import annotations
 
+from polaris_dpo.messages import normalize_call
 from polaris_dpo.readers.base import Reader as BaseReader
 from polaris_dpo.readers.base import RowError, parse_json, require
 
@@ -57,9 +58,11 @@ class Reader(BaseReader):
 
 
 def _calls(value, field: str) -> list:
+    """The calls of a function_call turn, checked here so that a bad one is named by the row's own field."""
     if isinstance(value, str):
         value = parse_json(value, field)
-    calls = value if isinstance(value, list) else [value]
-    if not calls:
-        raise RowError(field, "a function_call turn with no call")
-    return calls
+    if isinstance(value, list):
+        if not value:
+            raise RowError(field, "a function_call turn with no call")
+        return [normalize_call(call, f"{field}[{i}]") for i, call in enumerate(value)]
+    return [normalize_call(value, field)]
