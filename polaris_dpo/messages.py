@@ -127,6 +127,10 @@ def normalize_arguments(arguments: Any, field: str) -> dict:
         arguments = _loads(arguments, field)
     if not isinstance(arguments, dict):
         raise ValueError(f"{field}: arguments must be a JSON object, got {type(arguments).__name__}")
+    try:
+        json.dumps(arguments, allow_nan=False, default=str)
+    except ValueError:  # Python's json reads NaN, Infinity and 1e999; JSON has no such numbers
+        raise ValueError(f"{field}: arguments hold NaN or an infinite number, which JSON does not allow") from None
     return arguments
 
 

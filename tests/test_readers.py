@@ -256,19 +256,22 @@ def test_awkward_rows_are_quarantined_and_the_good_ones_kept(tmp_path):
         '{"conversations": ' + "[" * 5000 + "]" * 5000 + "}",
         {"conversations": [{"from": "human", "value": "x"},
                            {"from": "function_call", "value": '{"name": "f", "arguments": ' + "[" * 5000 + "}"}]},
+        '{"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": '
+        '{"name": "f", "arguments": {"a": NaN, "b": 1e999}}}, {"from": "gpt", "value": "ok"}]}',
         good,
     ]
     path = tmp_path / "awkward.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + write_jsonl(path, rows).read_bytes())  # with a UTF-8 byte order mark
     conversations, counts, quarantined = read(tmp_path, reader="sharegpt", path=str(path))
-    assert counts == {"read": 7, "kept": 2, "quarantined": 5}
+    assert counts == {"read": 8, "kept": 2, "quarantined": 6}
     by_row = {q["row"]: q for q in quarantined}
     assert "line 1 is not valid JSON" in by_row[0]["reason"]
     assert by_row[2]["field"] == "conversations[0].from" and "unknown speaker ['human']" in by_row[2]["reason"]
     assert by_row[3]["field"] == "conversations[0].role"
     assert "nested too deeply" in by_row[4]["reason"]
     assert by_row[5]["field"] == "conversations[1].value" and "nested too deeply" in by_row[5]["reason"]
-    assert [c["row"] for c in conversations] == [1, 6]
+    assert by_row[6]["field"] == "conversations[1].value.arguments" and "NaN" in by_row[6]["reason"]
+    assert [c["row"] for c in conversations] == [1, 7]
 
 
 def test_duplicate_ids_are_quarantined_naming_the_first(tmp_path):
