@@ -160,7 +160,7 @@ def mined_pairs(example: dict, samples: list[str], verdicts: list, *, categories
     for verdict, prov in zip(verdicts, provenance, strict=True):
         if verdict.category == "ok":
             outcome.items.append(("ok", "ok"))
-            if verdict.parsed.get("tool_calls") or (verdict.parsed.get("content") or "").strip():
+            if is_call(verdict.parsed) or (verdict.parsed.get("content") or "").strip():
                 own_ok = own_ok or verdict.parsed  # an empty turn passes BFCL's irrelevance check but is no answer
             continue
         if verdict.category not in wanted:

@@ -16,6 +16,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from polaris_dpo.atomic import atomic_write_text
+
 # credential names; a tokenizer's `pad_token` or a count like `max_new_tokens` is not one
 SECRET_KEY = re.compile(r"secret|passw|credential|api_?key|(^|_)key$|^token$|(^|_)(hf|hub|auth|access|api|bearer|"
                         r"wandb|github|gh)_token$", re.IGNORECASE)
@@ -62,10 +64,8 @@ def redact_text(text: str, secrets: set[str]) -> str:
 
 def redact_files(paths, secrets: set[str]) -> None:
     """Rewrite each existing file among `paths` with every secret value replaced."""
-    from polaris_dpo.atomic import atomic_write_text
-
-    for path in map(Path, paths):
-        if secrets and path.is_file():
+    for path in map(Path, paths) if secrets else ():
+        if path.is_file():
             text = path.read_text(encoding="utf-8")
             if any(secret in text for secret in secrets):
                 atomic_write_text(path, redact_text(text, secrets))
@@ -103,8 +103,7 @@ class RedactHydraRecord(Callback):
     def on_run_start(self, config, **kwargs: Any) -> None:
         redact_logs(override_secrets(list(config.hydra.overrides.task)))
 
-    def on_multirun_start(self, config, **kwargs: Any) -> None:
-        redact_logs(override_secrets(list(config.hydra.overrides.task)))
+    on_multirun_start = on_run_start
 
     def on_job_start(self, config, **kwargs: Any) -> None:
         secrets = override_secrets(list(config.hydra.overrides.task))
