@@ -353,6 +353,13 @@ def test_parse_of_a_call_nested_beyond_the_json_decoder_is_a_parse_error(name, o
     assert parsed["parse_error"].reason and "tool_calls" not in parsed
 
 
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=IDS)
+def test_an_empty_output_is_no_answer_in_every_format(name, options):
+    fmt = formats.get(name, **options)
+    for text in ["", " ", "\n", " \t\r\n"]:
+        assert fmt.parse(text) == {"role": "assistant", "content": None}, (name, text)
+
+
 MALFORMED = {
     "polaris": ['<|fn_start|>{"name": "f", "arguments": {"a": 1}<|fn_end|>', '{"name": "f", "arguments": {}}<|fn_end|>',
                 '<|fn_start|>{"name": "f", "arguments": {}}'],

@@ -39,8 +39,11 @@ class ChatFormat:
         """Generated text -> {"role": "assistant", "content": str | None, "tool_calls": [...]}.
 
         Never raises on model output: text that starts a call but does not parse comes back with
-        "parse_error": ParseError(...) and the raw text as content.
+        "parse_error": ParseError(...) and the raw text as content. An empty or blank output is
+        no answer in every format, even those whose turns open with a header the model writes.
         """
+        if not text.strip():
+            return {"role": "assistant", "content": None}
         try:
             return self.parse_strict(text)
         except CallSyntaxError as err:
