@@ -31,7 +31,7 @@ from typing import Any
 
 from polaris_dpo.typography import find_issues, fix_spacing
 
-__all__ = ["JudgeOptions", "Verdict", "expected_calls", "fix_spacing", "judge"]
+__all__ = ["JudgeOptions", "Verdict", "expected_calls", "expected_message", "fix_spacing", "judge"]
 
 
 @dataclass
@@ -94,8 +94,9 @@ def judge_message(parsed: dict, example: dict, options: JudgeOptions = _DEFAULT_
     if not expected:
         if got:
             names = ", ".join(repr(_name(call)) for call in got)
+            kept = fix_spacing(content) if options.check_spacing else content
             return Verdict("unwanted_call", f"expected a text answer, got a call to {names}", parsed,
-                           {"role": "assistant", "content": content} if content.strip() else None)
+                           {"role": "assistant", "content": kept} if content.strip() else None)
         if options.check_spacing:
             issues = find_issues(content)
             if issues:
@@ -150,6 +151,21 @@ def expected_calls(example: dict) -> list[dict]:
         calls.append({"name": function["name"], "arguments": {key: [value] for key, value in arguments.items()},
                       "nested": False})
     return calls
+
+
+def expected_message(example: dict) -> dict | None:
+    """The call answer the judge expects, as an assistant message (first acceptable values); None when
+    the example wants text. It differs from the reference where the data answered a call in prose and
+    kept the call as its answer key (`acceptable`)."""
+    calls = []
+    for call in expected_calls(example):
+        arguments = {}
+        for name, alternatives in call["arguments"].items():
+            value = _first_value(_alts(alternatives), call["nested"])
+            if value is not _OMIT:
+                arguments[name] = value
+        calls.append({"type": "function", "function": {"name": call["name"], "arguments": arguments}})
+    return {"role": "assistant", "content": None, "tool_calls": calls} if calls else None
 
 
 def tool_name(tool: dict) -> str:
@@ -342,12 +358,27 @@ def _value_ok(got: Any, want: Any, nested: bool, mode: str) -> bool:
 
 
 def _coerced_equal(got: Any, want: Any) -> bool:
-    """With check_types off: a scalar written as a string equals the scalar ("3" == 3, "true" == True)."""
-    scalars = (str, int, float, bool)
-    if not isinstance(got, scalars) or not isinstance(want, scalars) or want == "":
-        return False
-    return fold(json.dumps(got) if not isinstance(got, str) else got) == \
-        fold(json.dumps(want) if not isinstance(want, str) else want)
+    """With check_types off: a scalar written as another JSON type equals the scalar ("3" == 3, "2.0" == 2,
+    "true" == True, 3 == "3"); a different number never does."""
+    return _as_scalar(got) is not None and _as_scalar(got) == _as_scalar(want)
+
+
+def _as_scalar(value: Any) -> tuple | None:
+    """("bool", b) or ("number", x) for a bool or number, or a string spelling one; else None."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
+    if text in ("true", "false"):
+        return ("bool", text == "true")
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return ("number", number) if number == number and abs(number) != float("inf") else None
 
 
 def _alts(value: Any) -> list:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from polaris_dpo import messages as msgs
 from polaris_dpo.config import FAILURE_CATEGORIES
-from polaris_dpo.judge import expected_calls, fix_spacing, judge
+from polaris_dpo.judge import expected_calls, expected_message, fix_spacing, judge
 from polaris_dpo.typography import find_issues
 
 # Chosen answer for a prompt no function fits when the data gives no text (BFCL irrelevance).
@@ -56,10 +56,14 @@ def is_call(message: dict) -> bool:
 
 
 def reference_answer(example: dict) -> tuple[dict, str]:
-    """(chosen message, chosen_source) from the reference: its text spacing-fixed, or a stock text answer."""
+    """(chosen message, chosen_source) from the answer key: the expected calls alone (no prose around
+    them), else the reference text spacing-fixed, else a stock text answer."""
     reference = example["reference"]
     if is_call(reference):
-        return clean_message(reference), "reference"
+        return assistant(None, clean_message(reference)["tool_calls"]), "reference"
+    expected = expected_message(example)
+    if expected is not None:  # the data answered in prose and kept the call as its answer key
+        return expected, "reference"
     text = reference.get("content")
     if text and text.strip():
         return assistant(fix_spacing(text)), "reference"
@@ -167,7 +171,7 @@ def mined_pairs(example: dict, samples: list[str], verdicts: list, *, categories
             outcome.items.append((verdict.category, "category_off"))
             continue
         candidates.append((verdict, prov))
-    wants_counterweight = counterweight and not is_call(example["reference"]) and bool(example.get("tools"))
+    wants_counterweight = counterweight and not expected_calls(example) and bool(example.get("tools"))
     if not candidates and not wants_counterweight:
         return outcome
     stored = stored_prompt(example)
@@ -291,6 +295,8 @@ def perturb(example: dict, category: str, fmt=None) -> Perturbation | None:
     with placeholder arguments), bad_spacing (one spacing error put in).
     """
     reference = example["reference"]
+    if not is_call(reference):
+        reference = expected_message(example) or reference  # a call answered in prose: its answer key
     calls = [_call(c["function"]["name"], dict(c["function"].get("arguments") or {}))
              for c in reference.get("tool_calls") or []]
     rng = _rng(example, category)

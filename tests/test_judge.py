@@ -134,6 +134,18 @@ def test_check_types_off_lets_a_string_number_through_only_if_values_match():
     assert judge(four, bfcl_example(acceptable), FMT, JudgeOptions(check_types=False)).category == "wrong_arguments"
 
 
+@pytest.mark.parametrize(("want", "got", "ok"), [
+    (3.5, "3.5", True), (2, "2.0", True), (3, " 3 ", True), (True, "true", True), (False, "False", True),
+    (3.5, "35", False), (1.5, 15, False), (3, "-3", False), (-3, "3", False), (10, "1.0", False),
+    (True, "1", False), (3, "three", False), (3, "nan", False),
+])
+def test_check_types_off_accepts_the_same_value_spelled_as_another_type_only(want, got, ok):
+    acceptable = {"name": "get_weather", "arguments": {"city": ["Berlin"], "days": [want]}}
+    verdict = judge(call("get_weather", city="Berlin", days=got), bfcl_example(acceptable), FMT,
+                    JudgeOptions(check_types=False))
+    assert verdict.ok is ok, verdict.detail
+
+
 def test_a_value_the_answer_key_lists_passes_whatever_the_declared_type():
     # BFCL lists null defaults and variable names ("data['sales']" for an array) as acceptable values
     acceptable = {"name": "get_weather", "arguments": {"city": ["Berlin"], "unit": [None], "lat": ["pos.lat"]}}

@@ -112,6 +112,43 @@ def test_mined_pairs_use_the_corrected_own_output_and_offer_a_counterweight():
     assert json.loads(counter["rejected"][0]["tool_calls"][0]["function"]["arguments"])  # arguments as JSON string
 
 
+def test_a_call_answered_in_prose_by_the_data_is_chosen_as_its_answer_key_and_offers_no_counterweight():
+    # the demo's noisy rows: the reference is prose, `acceptable` holds the call the judge expects
+    prose = {"role": "assistant", "content": "It is sunny in Paris."}
+    example = _example(prose, [WEATHER], acceptable=[{"name": "get_weather", "arguments": {"city": ["Paris"]}}])
+    samples = ["It is sunny in Paris.", '<|fn_start|>{"name": "get_weather", "arguments": {"city": "Paris"}}<|fn_end|>']
+    verdicts = [judge(s, example, FMT) for s in samples]
+    assert [v.category for v in verdicts] == ["missed_call", "ok"]
+    outcome = pairs.mined_pairs(example, samples, verdicts, categories=FAILURE_CATEGORIES, max_pairs=2,
+                                provenance=[{"model": "m", "seed": j} for j in range(2)])
+    (row,) = outcome.pairs
+    chosen = messages.from_storage(row["chosen"])[0]
+    assert chosen["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert judge(pairs.rendered_text(FMT, chosen), example, FMT).ok
+    assert outcome.counterweight is None  # a call is right here: no pair rewards staying in text
+    synthetic = pairs.synthetic_pairs(example, FMT, categories=["missed_call", "unwanted_call"],
+                                      judge_options=None, provenance={"model": "synthetic", "seed": 0})
+    assert not synthetic.quarantine and [r["category"] for r in synthetic.pairs] == ["missed_call"]
+
+
+def test_a_reference_call_with_prose_around_it_is_chosen_without_the_prose():
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    example = _example({"role": "assistant", "content": "Let me check.", "tool_calls": [call]}, [WEATHER])
+    verdict = judge("It is sunny.", example, FMT)
+    outcome = pairs.mined_pairs(example, ["It is sunny."], [verdict], categories=["missed_call"], max_pairs=1,
+                                provenance=[{"model": "m", "seed": 0}])
+    chosen = messages.from_storage(outcome.pairs[0]["chosen"])[0]
+    assert chosen["content"] is None and judge(pairs.rendered_text(FMT, chosen), example, FMT).ok
+
+
+def test_the_prose_kept_from_an_unwanted_call_has_its_spacing_fixed():
+    example = _example({"role": "assistant", "content": "The answer is 42."}, [WEATHER])
+    verdict = judge('Sure ,let me check.<|fn_start|>{"name": "get_weather", "arguments": {"city": "Paris"}}'
+                    '<|fn_end|>', example, FMT)
+    assert verdict.category == "unwanted_call" and verdict.correction["content"] == "Sure, let me check."
+    assert judge(pairs.rendered_text(FMT, verdict.correction), example, FMT).ok
+
+
 def test_an_empty_turn_is_never_the_chosen_answer():
     example = _example({"role": "assistant", "content": None}, [WEATHER])  # BFCL irrelevance: no reference text
     samples = ["<|im_end|>", "It will be sunny.", '<|fn_start|>{"name": "get_weather", "arguments": {"city": "Paris"}}'
