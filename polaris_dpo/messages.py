@@ -7,7 +7,7 @@ optional `id`), tool turns carry `name` and optionally `tool_call_id`. `tools` i
 
 `normalize_*` accept what real data holds: `functions` / `function_call`, the `function` and Polaris
 `fn` roles, `arguments` as an object or a JSON string, tool definitions bare or wrapped, BFCL's
-schema types. Anything that cannot be made canonical raises `ValueError` naming the field.
+schema types. Anything that cannot be made canonical raises `FieldError` (a `ValueError`) naming the field.
 `to_storage` / `from_storage` convert to and from stored rows, where arguments, tools, acceptable
 values and preferences are JSON strings (`datasets` would otherwise fill missing keys with null).
 
@@ -36,12 +36,22 @@ _SCHEMA_CHILD_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_CHILDREN = ("items", "additionalProperties", "not")
 
 
+
+
+class FieldError(ValueError):
+    """A value that cannot be made canonical: `field` is where it is (dotted path), `reason` what is wrong."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
 # ---------------------------------------------------------------- tools and schemas
 
 def normalize_schema(schema: Any, field: str = "parameters") -> dict:
     """A JSON-schema copy of `schema` with BFCL / Java / JavaScript type names mapped to JSON types."""
     if not isinstance(schema, dict):
-        raise ValueError(f"{field}: a JSON schema must be an object, got {type(schema).__name__}")
+        raise FieldError(field, f"a JSON schema must be an object, got {type(schema).__name__}")
     out = dict(schema)
     if "type" in schema:
         kind = schema["type"]
@@ -49,7 +59,7 @@ def normalize_schema(schema: Any, field: str = "parameters") -> dict:
         mapped = []
         for k in kinds:
             if not isinstance(k, str) or k not in SCHEMA_TYPES:
-                raise ValueError(f"{field}.type: unknown schema type {k!r}")
+                raise FieldError(f"{field}.type", f"unknown schema type {k!r}")
             if SCHEMA_TYPES[k] is not None:
                 mapped.append(SCHEMA_TYPES[k])
         if not mapped:
@@ -59,6 +69,7 @@ def normalize_schema(schema: Any, field: str = "parameters") -> dict:
     for key in _SCHEMA_CHILD_MAPS:
         if isinstance(schema.get(key), dict):
             out[key] = {name: normalize_schema(sub, f"{field}.{key}.{name}") for name, sub in schema[key].items()}
+    _normalize_required(schema, out, field)
     for key in _SCHEMA_CHILD_LISTS:
         if isinstance(schema.get(key), list):
             out[key] = [normalize_schema(sub, f"{field}.{key}[{i}]") for i, sub in enumerate(schema[key])]
@@ -71,27 +82,41 @@ def normalize_schema(schema: Any, field: str = "parameters") -> dict:
     return out
 
 
+def _normalize_required(schema: dict, out: dict, field: str) -> None:
+    """`required` as a list of names; draft-3's `"required": true` on a property joins its parent's list."""
+    required = schema.get("required")
+    if isinstance(required, bool):
+        del out["required"]  # draft 3: the parent lists this property (below, one level up)
+    elif required is not None and (not isinstance(required, list) or not all(isinstance(n, str) for n in required)):
+        raise FieldError(f"{field}.required", f"must be a list of property names, got {required!r:.80}")
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        flagged = [name for name, sub in properties.items() if isinstance(sub, dict) and sub.get("required") is True]
+        if flagged:
+            out["required"] = list(dict.fromkeys([*(out.get("required") or []), *flagged]))
+
+
 def normalize_tool(tool: Any, field: str = "tools[0]") -> dict:
     """One tool definition, bare ({"name", ...}) or wrapped ({"type": "function", "function": {...}})."""
     if isinstance(tool, str):
         tool = _loads(tool, field)
     if not isinstance(tool, dict):
-        raise ValueError(f"{field}: a tool must be an object, got {type(tool).__name__}")
+        raise FieldError(field, f"a tool must be an object, got {type(tool).__name__}")
     if "function" in tool:
         if tool.get("type", "function") != "function":
-            raise ValueError(f"{field}.type: a tool with `function` must have type 'function', got {tool['type']!r}")
+            raise FieldError(f"{field}.type", f"a tool with `function` must have type 'function', got {tool['type']!r}")
         definition, where = tool["function"], f"{field}.function"
     elif "name" in tool:
         definition, where = tool, field
     elif isinstance(tool.get("type"), str):
         return dict(tool)  # a built-in tool such as functionary's {"type": "code_interpreter"}: kept as given
     else:
-        raise ValueError(f"{field}.name: a tool definition needs a name")
+        raise FieldError(f"{field}.name", "a tool definition needs a name")
     if not isinstance(definition, dict):
-        raise ValueError(f"{where}: must be an object, got {type(definition).__name__}")
+        raise FieldError(where, f"must be an object, got {type(definition).__name__}")
     name = definition.get("name")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{where}.name: a function needs a non-empty string name, got {name!r}")
+        raise FieldError(f"{where}.name", f"a function needs a non-empty string name, got {name!r}")
     function = {k: v for k, v in definition.items() if k != "type" or where != field}
     if function.get("description") is None:
         function.pop("description", None)
@@ -110,7 +135,7 @@ def normalize_tools(tools: Any, field: str = "tools") -> list[dict]:
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, list):
-        raise ValueError(f"{field}: must be a list of tool definitions, got {type(tools).__name__}")
+        raise FieldError(field, f"must be a list of tool definitions, got {type(tools).__name__}")
     return [normalize_tool(tool, f"{field}[{i}]") for i, tool in enumerate(tools)]
 
 
@@ -126,11 +151,11 @@ def normalize_arguments(arguments: Any, field: str) -> dict:
     if isinstance(arguments, str):
         arguments = _loads(arguments, field)
     if not isinstance(arguments, dict):
-        raise ValueError(f"{field}: arguments must be a JSON object, got {type(arguments).__name__}")
+        raise FieldError(field, f"arguments must be a JSON object, got {type(arguments).__name__}")
     try:
         json.dumps(arguments, allow_nan=False, default=str)
     except ValueError:  # Python's json reads NaN, Infinity and 1e999; JSON has no such numbers
-        raise ValueError(f"{field}: arguments hold NaN or an infinite number, which JSON does not allow") from None
+        raise FieldError(field, "arguments hold NaN or an infinite number, which JSON does not allow") from None
     return arguments
 
 
@@ -139,13 +164,13 @@ def normalize_call(call: Any, field: str) -> dict:
     if isinstance(call, str):
         call = _loads(call, field)
     if not isinstance(call, dict):
-        raise ValueError(f"{field}: a call must be an object, got {type(call).__name__}")
+        raise FieldError(field, f"a call must be an object, got {type(call).__name__}")
     function, where = (call["function"], f"{field}.function") if "function" in call else (call, field)
     if not isinstance(function, dict):
-        raise ValueError(f"{where}: must be an object, got {type(function).__name__}")
+        raise FieldError(where, f"must be an object, got {type(function).__name__}")
     name = function.get("name")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{where}.name: a call needs a non-empty string name, got {name!r}")
+        raise FieldError(f"{where}.name", f"a call needs a non-empty string name, got {name!r}")
     if "arguments" in function:
         arguments = function["arguments"]
     else:
@@ -171,33 +196,33 @@ def normalize_content(content: Any, field: str) -> str | None:
             elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             else:
-                raise ValueError(f"{field}[{i}]: only text content parts are supported, got {part!r:.80}")
-        return "".join(texts)
-    raise ValueError(f"{field}: content must be a string or null, got {type(content).__name__}")
+                raise FieldError(f"{field}[{i}]", f"only text content parts are supported, got {part!r:.80}")
+        return "\n".join(texts)  # as vLLM's OpenAI server joins text parts
+    raise FieldError(field, f"content must be a string or null, got {type(content).__name__}")
 
 
 def normalize_message(message: Any, field: str = "messages[0]") -> dict:
     """One message in canonical form (a tool result's name may still be missing: see normalize_messages)."""
     if not isinstance(message, dict):
-        raise ValueError(f"{field}: a message must be an object, got {type(message).__name__}")
+        raise FieldError(field, f"a message must be an object, got {type(message).__name__}")
     role = message.get("role")
     if role is None:
-        raise ValueError(f"{field}.role: missing")
+        raise FieldError(f"{field}.role", "missing")
     if role in LEGACY_TOOL_ROLES:
         role = "tool"
     if role not in ROLES:
-        raise ValueError(f"{field}.role: unknown role {role!r} (expected one of {', '.join(ROLES + LEGACY_TOOL_ROLES)})")
+        raise FieldError(f"{field}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES + LEGACY_TOOL_ROLES)})")
     content = message.get("content")
     if role == "tool" and not isinstance(content, str) and content is not None and not isinstance(content, list):
         content = json.dumps(content, ensure_ascii=False)  # a result given as a JSON value
     content = normalize_content(content, f"{field}.content")
     out: dict[str, Any] = {"role": role, "content": content}
     if role in ("system", "user") and content is None:
-        raise ValueError(f"{field}.content: a {role} message needs text")
+        raise FieldError(f"{field}.content", f"a {role} message needs text")
     if role == "assistant":
         calls = message.get("tool_calls")
         if calls is not None and not isinstance(calls, list):
-            raise ValueError(f"{field}.tool_calls: must be a list, got {type(calls).__name__}")
+            raise FieldError(f"{field}.tool_calls", f"must be a list, got {type(calls).__name__}")
         calls = [normalize_call(c, f"{field}.tool_calls[{i}]") for i, c in enumerate(calls or [])]
         if message.get("function_call") is not None:
             calls.append(normalize_call(message["function_call"], f"{field}.function_call"))
@@ -205,10 +230,10 @@ def normalize_message(message: Any, field: str = "messages[0]") -> dict:
             out["tool_calls"] = calls
     if role == "tool":
         if content is None:
-            raise ValueError(f"{field}.content: a tool result needs content")
+            raise FieldError(f"{field}.content", "a tool result needs content")
         if message.get("name") is not None:
             if not isinstance(message["name"], str):
-                raise ValueError(f"{field}.name: must be a string, got {type(message['name']).__name__}")
+                raise FieldError(f"{field}.name", f"must be a string, got {type(message['name']).__name__}")
             out["name"] = message["name"]
         if message.get("tool_call_id") is not None:
             out["tool_call_id"] = str(message["tool_call_id"])
@@ -220,7 +245,7 @@ def normalize_messages(messages: Any, field: str = "messages") -> list[dict]:
     if isinstance(messages, str):
         messages = _loads(messages, field)
     if not isinstance(messages, list):
-        raise ValueError(f"{field}: must be a list of messages, got {type(messages).__name__}")
+        raise FieldError(field, f"must be a list of messages, got {type(messages).__name__}")
     out = [normalize_message(m, f"{field}[{i}]") for i, m in enumerate(messages)]
     pending: list[dict] = []  # calls of the latest assistant turn not yet answered, in order
     for i, message in enumerate(out):
@@ -232,7 +257,7 @@ def normalize_messages(messages: Any, field: str = "messages") -> list[dict]:
                 pending.remove(answered)
                 message.setdefault("name", answered["function"]["name"])
             elif "name" not in message:
-                raise ValueError(f"{field}[{i}].name: a tool result with no name answers no earlier call")
+                raise FieldError(f"{field}[{i}].name", "a tool result with no name answers no earlier call")
     return out
 
 
@@ -370,9 +395,11 @@ def _loads(text: str, field: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{field}: not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
+        raise FieldError(field, f"not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
     except RecursionError:
-        raise ValueError(f"{field}: JSON nested too deeply: {text[:80]!r}") from None
+        raise FieldError(field, f"JSON nested too deeply: {text[:80]!r}") from None
+    except ValueError as err:  # an integer longer than Python's digit limit
+        raise FieldError(field, f"not usable JSON ({err}): {text[:80]!r}") from None
 
 
 def _is_json_object(text: str) -> bool:

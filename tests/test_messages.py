@@ -149,6 +149,32 @@ def test_unknown_schema_type_names_the_field():
         M.normalize_tools([{"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "Date"}}}}])
 
 
+def test_a_field_name_holding_colon_space_is_named_whole():
+    with pytest.raises(M.FieldError) as err:
+        M.normalize_tools([{"name": "f", "parameters": {"type": "object", "properties": {"Note: x": {"type": "Date"}}}}])
+    assert err.value.field == "tools[0].parameters.properties.Note: x.type"
+    assert err.value.reason.startswith("unknown schema type")
+
+
+def test_draft3_required_true_on_a_property_joins_the_parents_required_list():
+    (tool,) = M.normalize_tools([{"name": "f", "parameters": {"type": "object", "required": ["a"], "properties": {
+        "a": {"type": "string"}, "b": {"type": "integer", "required": True}, "c": {"type": "string", "required": False},
+        "loc": {"type": "object", "required": True, "properties": {"city": {"type": "string", "required": True}}}}}}])
+    parameters = tool["function"]["parameters"]
+    assert parameters["required"] == ["a", "b", "loc"]
+    assert "required" not in parameters["properties"]["b"] and "required" not in parameters["properties"]["c"]
+    assert parameters["properties"]["loc"]["required"] == ["city"]
+    with pytest.raises(M.FieldError) as err:
+        M.normalize_tools([{"name": "f", "parameters": {"type": "object", "required": "a", "properties": {}}}])
+    assert err.value.field == "tools[0].parameters.required"
+
+
+def test_text_content_parts_are_joined_by_line_breaks():
+    (message,) = M.normalize_messages([{"role": "user", "content": [
+        {"type": "text", "text": "Line one."}, {"type": "text", "text": "Line two."}]}])
+    assert message["content"] == "Line one.\nLine two."
+
+
 def test_examples_positions_and_labelled_last_turn():
     conversation = M.normalize_conversation({"id": "c", "messages": [
         {"role": "user", "content": "1"}, {"role": "assistant", "content": "a"},

@@ -181,7 +181,38 @@ def test_polaris_rows_fn_role_and_sharegpt_shape(tmp_path):
     assert first["messages"][3] == {"role": "tool", "content": "[]", "name": "get_rss_feed"}
     assert second["tools"] == [] and second["messages"][0] == {"role": "system", "content": "Be brief."}
     assert third["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"a": 1}
-    assert quarantined[0]["row"] == 3 and "unbalanced" in quarantined[0]["reason"]
+    assert quarantined[0]["row"] == 3 and "call 1: invalid JSON" in quarantined[0]["reason"]
+    assert quarantined[0]["field"] == "messages[1].content"
+
+
+def test_polaris_rows_read_what_the_polaris_format_writes(tmp_path):
+    system = ('## Configuration\r\n\r\nFunctions: enabled\r\n\r\n## Available Functions\r\n\r\n'
+              '{"name": "note", "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}\r\n'
+              '\r\n---\r\n\r\nYou are a helpful assistant.')  # CRLF line endings
+    call = '<|fn_start|>{"name": "note", "arguments": {"text": "ends with <|fn_end|> and <|fn_start|>"}}<|fn_end|>'
+    rows = [{"messages": [{"role": "system", "content": system}, {"role": "user", "content": "q"},
+                          {"role": "assistant", "content": call}]},
+            {"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": '<|fn_start|>{"name": "f", "arguments": {"x": NaN}}<|fn_end|>'}]}]
+    conversations, counts, quarantined = read(tmp_path, reader="polaris", path=str(write_jsonl(tmp_path / "p.jsonl", rows)))
+    assert counts == {"read": 2, "kept": 1, "quarantined": 1}
+    (conversation,) = conversations
+    assert conversation["tools"][0]["function"]["name"] == "note"
+    assert conversation["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    arguments = conversation["messages"][2]["tool_calls"][0]["function"]["arguments"]
+    assert arguments == {"text": "ends with <|fn_end|> and <|fn_start|>"}
+    assert quarantined[0]["field"] == "messages[1].content"
+
+
+def test_sharegpt_observation_given_as_a_json_object_is_kept_as_its_text(tmp_path):
+    row = {"conversations": [{"from": "human", "value": "q"},
+                             {"from": "function_call", "value": '{"name": "f", "arguments": {}}'},
+                             {"from": "observation", "value": {"temperature": 21}},
+                             {"from": "gpt", "value": "21 degrees."}],
+           "tools": '[{"name": "f", "parameters": {"type": "object", "properties": {}}}]'}
+    conversations, counts, _ = read(tmp_path, reader="sharegpt", path=str(write_jsonl(tmp_path / "s.jsonl", [row])))
+    assert counts["kept"] == 1
+    assert json.loads(conversations[0]["messages"][2]["content"]) == {"temperature": 21}
 
 
 # ---------------------------------------------------------------- bad rows, bad files
@@ -279,15 +310,55 @@ def test_duplicate_ids_are_quarantined_naming_the_first(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     write_jsonl(folder / "chat.jsonl", [{**row, "id": "a"}, {**row, "id": "b"}, {**row, "id": "a"}])
-    (folder / "chat.json").write_text(json.dumps([row]))  # its row 0 gets the default id chat:0 ...
-    write_jsonl(folder / "more.jsonl", [{**row, "id": "chat:0"}])  # ... which this row also claims
+    (folder / "chat.json").write_text(json.dumps([row]))  # its row 0 gets the default id chat.json:0 ...
+    write_jsonl(folder / "more.jsonl", [{**row, "id": "chat.json:0"}])  # ... which this row also claims
     conversations, counts, quarantined = read(tmp_path, reader="openai", path=str(folder))
     assert counts == {"read": 5, "kept": 3, "quarantined": 2}
-    assert sorted(c["id"] for c in conversations) == ["a", "b", "chat:0"]
+    assert sorted(c["id"] for c in conversations) == ["a", "b", "chat.json:0"]
     assert {q["field"] for q in quarantined} == {"id"}
     reasons = sorted(q["reason"] for q in quarantined)
     assert reasons[0].startswith("duplicate id 'a': already read at ") and reasons[0].endswith("chat.jsonl row 0")
-    assert reasons[1].startswith("duplicate id 'chat:0': already read at ")
+    assert reasons[1].startswith("duplicate id 'chat.json:0': already read at ")
+
+
+def test_files_of_one_stem_without_ids_do_not_share_default_ids(tmp_path):
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [row, row])
+    (folder / "train.json").write_text(json.dumps([row]))
+    write_jsonl(folder / "other.JSONL", [row])  # the suffix in any case
+    conversations, counts, _ = read(tmp_path, reader="openai", path=str(folder))
+    assert counts == {"read": 4, "kept": 4, "quarantined": 0}
+    assert sorted(c["id"] for c in conversations) == ["other:0", "train.json:0", "train.jsonl:0", "train.jsonl:1"]
+
+
+def test_a_number_beyond_pythons_digit_limit_is_one_quarantined_row(tmp_path):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(good) + "\n" + '{"messages": [], "n": ' + "1" * 5000 + "}\n", encoding="utf-8")
+    conversations, counts, quarantined = read(tmp_path, reader="openai", path=str(path))
+    assert counts == {"read": 2, "kept": 1, "quarantined": 1}
+    assert quarantined[0]["row"] == 1 and "line 2" in quarantined[0]["reason"]
+    call = {"name": "f", "arguments": '{"n": ' + "1" * 5000 + "}"}
+    write_jsonl(path, [{"messages": [{"role": "user", "content": "q"},
+                                     {"role": "assistant", "content": None, "tool_calls": [call]}]}])
+    _, counts, quarantined = read(tmp_path, reader="openai", path=str(path))
+    assert counts["quarantined"] == 1 and quarantined[0]["field"] == "messages[1].tool_calls[0].arguments"
+
+
+def test_a_lone_surrogate_is_a_quarantined_row_and_the_quarantine_file_keeps_it(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = ['{"messages": [{"role": "user", "content": "hi \\ud83d"}, {"role": "assistant", "content": "a"}]}',
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+            '"tools": [{"name": "f", "parameters": {"type": "object", "properties": {"x\\ud800": {"type": "bogus"}}}}]}',
+            '{"messages": [{"role": "user", "content": "fine \\ud83d\\ude00"}, {"role": "assistant", "content": "a"}]}']
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    conversations, counts, quarantined = read(tmp_path, reader="openai", path=str(path))
+    assert counts == {"read": 3, "kept": 1, "quarantined": 2}
+    assert conversations[0]["messages"][0]["content"] == "fine \U0001F600"
+    assert quarantined[0]["field"] == "messages[0].content" and "surrogate" in quarantined[0]["reason"]
+    assert quarantined[1]["field"].startswith("tools[0].")
 
 
 def test_json_file_with_byte_order_mark(tmp_path):

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from polaris_dpo.messages import normalize_conversation
+from polaris_dpo.messages import FieldError, normalize_conversation
 from polaris_dpo.readers.base import (
     DataFileError,
     RawRow,
@@ -114,13 +114,16 @@ class Reading:
             conversation = normalize_conversation(conversation)
             if not any(m["role"] == "assistant" for m in conversation["messages"]):
                 raise RowError("messages", "no assistant turn: nothing to learn from or predict")
+            bad_text = _unencodable(conversation)
+            if bad_text is not None:
+                raise RowError(bad_text, "holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
+                                         "which UTF-8 cannot encode")
         except DataFileError:
             raise
-        except RowError as err:
+        except FieldError as err:  # RowError, or messages.normalize_* naming the field
             return None, (err.field, err.reason)
-        except ValueError as err:  # from messages.normalize_*: "field: reason"
-            field, _, reason = str(err).partition(": ")
-            return None, (field, reason or str(err))
+        except ValueError as err:
+            return None, ("row", str(err))
         conversation["id"] = str(conversation["id"])
         return conversation, None
 
@@ -154,9 +157,33 @@ def split(conversations: Iterable[dict], eval_fraction: float, seed: int) -> tup
 
 
 def _rows_of_files(reader: Reader, files: list[Path]) -> Iterator[RawRow]:
+    stems = Counter(file.stem for file in files)
     for file in files:
         reader.start_file(file)
-        yield from file_rows(file)
+        # default ids are "<source>:<row>": x.json and x.jsonl in one folder must not share them
+        yield from file_rows(file, file.name if stems[file.stem] > 1 else file.stem)
+
+
+def _unencodable(value, field: str = "") -> str | None:
+    """The field of the first string (or key) in `value` that UTF-8 cannot encode, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return field or "row"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{field}.{key}" if field else str(key)
+            found = _unencodable(key, where) or _unencodable(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unencodable(item, f"{field}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _reason_kind(reason: str) -> str:
@@ -173,7 +200,8 @@ class _AtomicJsonl:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            self.handle = self.tmp.open("w", encoding="utf-8")
+            # a lone surrogate in a field name or reason is written as its JSON escape
+            self.handle = self.tmp.open("w", encoding="utf-8", errors="backslashreplace")
 
     def write(self, record: dict) -> None:
         if self.handle is not None:

@@ -1,7 +1,7 @@
 """What every reader shares: the row sources (JSON / JSONL files, folders, `datasets` folders, hub ids) and errors.
 
 A reader is a class with `convert(row) -> conversation` for one raw row; it raises `RowError` (the row
-goes to the quarantine) or `ValueError` from `polaris_dpo.messages` (the same, the field named in the
+goes to the quarantine) or `FieldError` from `polaris_dpo.messages` (the same, the field named in the
 message). A file that cannot be parsed at all raises `DataFileError`: the read stops.
 """
 
@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from polaris_dpo import paths
+from polaris_dpo.messages import FieldError
 
 DATA_SUFFIXES = (".jsonl", ".json")
 
 
-class RowError(ValueError):
+class RowError(FieldError):
     """A row that cannot be used: `field` is where the problem is (dotted path), `reason` what it is."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason = field, reason
 
 
 class DataFileError(ValueError):
@@ -70,6 +67,8 @@ def parse_json(text: str, field: str) -> Any:
         raise RowError(field, f"not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
     except RecursionError:
         raise RowError(field, f"JSON nested too deeply: {text[:80]!r}") from None
+    except ValueError as err:  # an integer longer than Python's digit limit
+        raise RowError(field, f"not usable JSON ({err}): {text[:80]!r}") from None
 
 
 # ---------------------------------------------------------------- where rows come from
@@ -87,7 +86,7 @@ def data_files(data_cfg) -> list[Path] | None:
         return [path]
     if is_saved_dataset(path):
         return None
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES)
     if not files:
         raise DataFileError(f"data.path: folder {path} holds no .json / .jsonl file and is not a saved `datasets` folder")
     return files
@@ -98,13 +97,14 @@ def is_saved_dataset(path: Path) -> bool:
         (path / "dataset_info.json").is_file() and (path / "state.json").is_file())
 
 
-def file_rows(file: Path) -> Iterator[RawRow]:
+def file_rows(file: Path, source: str | None = None) -> Iterator[RawRow]:
     """Rows of a JSONL file (streamed line by line), or of a JSON file holding a list or one object.
 
     A `.jsonl` file is always read line by line (a broken first line is one bad row); another file is
     JSONL when its first non-blank line is a JSON object by itself. A UTF-8 byte order mark is skipped.
+    `source` (default: the file's stem) names the dataset in default ids.
     """
-    source = file.stem
+    source = source or file.stem
     try:
         handle = file.open(encoding="utf-8-sig")
     except OSError as err:
@@ -128,7 +128,7 @@ def _parses(line: str) -> bool:
     try:
         json.loads(line)
         return True
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return False
 
 
@@ -146,6 +146,9 @@ def _jsonl_rows(file: Path, source: str, handle, first: str) -> Iterator[RawRow]
         except RecursionError:
             yield RawRow(str(file), source, index, None, f"line {index + 1} is JSON nested too deeply")
             continue
+        except ValueError as err:  # an integer longer than Python's digit limit
+            yield RawRow(str(file), source, index, None, f"line {index + 1} is not usable JSON ({err})")
+            continue
         if not isinstance(data, dict):
             yield RawRow(str(file), source, index, None, f"line {index + 1} is a JSON {type(data).__name__}, not an object")
             continue
@@ -162,6 +165,8 @@ def _whole_json_rows(file: Path, source: str) -> Iterator[RawRow]:
         raise DataFileError(f"{file}: JSON nested too deeply") from None
     except UnicodeDecodeError as err:
         raise DataFileError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except ValueError as err:  # an integer longer than Python's digit limit
+        raise DataFileError(f"{file}: not usable JSON ({err})") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

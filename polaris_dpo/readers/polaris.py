@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from polaris_dpo.formats.base import CallSyntaxError, scan_delimited_calls
 from polaris_dpo.readers.base import Reader as BaseReader
 from polaris_dpo.readers.base import RowError, parse_json
 
@@ -23,7 +24,7 @@ FN_START, FN_END = "<|fn_start|>", "<|fn_end|>"
 SPEAKERS = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
             "function_response": "fn", "fn": "fn", "tool": "fn", "function": "fn"}
 _CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", re.DOTALL)
-_CALL = re.compile(re.escape(FN_START) + r"(.*?)" + re.escape(FN_END), re.DOTALL)
+_END_OF_CONFIGURATION = re.compile(r"\r?\n---\r?\n")
 
 
 class Reader(BaseReader):
@@ -75,9 +76,10 @@ def parse_system(text: str, field: str) -> tuple[list, str]:
     """(function definitions, system prompt) of a Polaris system message; plain prompts pass through."""
     if not text.startswith("## Configuration"):
         return [], text
-    header, sep, prompt = text.partition("\n---\n")
-    if not sep:
+    parts = _END_OF_CONFIGURATION.split(text, maxsplit=1)
+    if len(parts) < 2:
         raise RowError(field, "a `## Configuration` block must end with a `---` line")
+    header, prompt = parts
     enabled = re.search(r"^Functions:\s*(enabled|disabled)\s*$", header, re.MULTILINE)
     if enabled is None:
         raise RowError(field, "the `## Configuration` block has no `Functions: enabled|disabled` line")
@@ -88,16 +90,22 @@ def parse_system(text: str, field: str) -> tuple[list, str]:
             tools.append(parse_json(line, f"{field} (function {n})"))
     if enabled.group(1) == "disabled" and tools:
         raise RowError(field, "`Functions: disabled` but functions are listed")
-    return tools, prompt.lstrip("\n")
+    return tools, prompt.lstrip("\r\n")
 
 
 def parse_assistant(text: str, field: str) -> dict:
-    """An assistant turn: text, and calls between <|fn_start|> and <|fn_end|>."""
-    calls = [parse_json(body, f"{field} (call {n})") for n, body in enumerate(_CALL.findall(text))]
-    rest = _CALL.sub("", text)
-    if FN_START in rest or FN_END in rest:
-        raise RowError(field, "unbalanced <|fn_start|> / <|fn_end|>")
+    """An assistant turn: text, and calls between <|fn_start|> and <|fn_end|> (each call's JSON is read
+    first, so call tokens inside an argument string are text, as the Polaris format's parser reads them)."""
+    try:
+        rest, calls = scan_delimited_calls(text, FN_START, FN_END, decode=_call_object)
+    except CallSyntaxError as err:
+        raise RowError(field, err.reason) from None
     if not calls:
         return {"role": "assistant", "content": text}
-    message = {"role": "assistant", "content": rest.strip() or None, "tool_calls": calls}
-    return message
+    return {"role": "assistant", "content": rest.strip() or None, "tool_calls": calls}
+
+
+def _call_object(value):
+    if not isinstance(value, dict):
+        raise CallSyntaxError(f"a call must be a JSON object, got {type(value).__name__}")
+    return value  # checked and made canonical by messages.normalize_call, which names the field

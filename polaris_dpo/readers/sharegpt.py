@@ -48,9 +48,9 @@ class Reader(BaseReader):
                 else:
                     messages.append({"role": "assistant", "content": None, "tool_calls": calls})
             else:
-                if not isinstance(value, str):
+                if not isinstance(value, str) and not (role == "tool" and isinstance(value, (dict, list))):
                     raise RowError(f"{field}.value", f"must be text, got {type(value).__name__}")
-                messages.append({"role": role, "content": value})
+                messages.append({"role": role, "content": value})  # a tool result given as JSON is serialised
         conversation = {"messages": messages, "tools": row.get("tools")}
         if row.get("id") is not None:
             conversation["id"] = row["id"]
