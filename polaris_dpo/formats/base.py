@@ -10,6 +10,8 @@ memory), for tool turns `name` and optional `tool_call_id`. `tools` is a list of
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 
 
@@ -130,18 +132,40 @@ def make_call(name, arguments) -> dict:
     """A canonical tool call from a decoded name and arguments (a mapping, or a JSON string of one)."""
     if not isinstance(name, str) or not name:
         raise CallSyntaxError(f"call has no function name (got {name!r})")
+    if holds_lone_surrogate(name):
+        raise CallSyntaxError(f"the function name {name!r} holds a lone UTF-16 surrogate, which is not valid Unicode")
     if arguments is None:
         arguments = {}
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as err:
-            raise CallSyntaxError(f"arguments of {name!r} are not valid JSON: {err.msg}", arguments) from None
-        except RecursionError:
-            raise CallSyntaxError(f"arguments of {name!r} are nested too deeply", arguments[:200]) from None
+            arguments = decode_json(arguments) if arguments.strip() else {}
+        except CallSyntaxError as err:
+            raise CallSyntaxError(f"arguments of {name!r}: {err.reason}", arguments[:200]) from None
     if not isinstance(arguments, dict):
         raise CallSyntaxError(f"arguments of {name!r} must be a JSON object, got {type(arguments).__name__}")
+    if holds_lone_surrogate(arguments):
+        raise CallSyntaxError(f"arguments of {name!r} hold a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                              "escape), which is not valid Unicode")
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def holds_lone_surrogate(value) -> bool:
+    """Whether a decoded JSON value has a string (key or value, at any depth) with a UTF-16 surrogate code point."""
+    pending = [value]
+    while pending:  # a loop, not recursion: decoded values may nest as deep as the decoder allows
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def call_from_json(obj, name_key: str = "name", arguments_key: str = "arguments") -> dict:
@@ -152,7 +176,49 @@ def call_from_json(obj, name_key: str = "name", arguments_key: str = "arguments"
     return make_call(obj.get(name_key), arguments)
 
 
-_DECODER = json.JSONDecoder()
+class _NotJSON(ValueError):
+    """Text Python's json reads but JSON does not allow (raised by the strict decoder's hooks)."""
+
+
+def _reject_constant(name: str):
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJSON(f"{text[:40]} overflows to infinity")
+    return value
+
+
+def _bounded_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # longer than sys.get_int_max_str_digits()
+        raise _NotJSON(f"a number of {len(digits)} digits is too long") from None
+
+
+# Python's json also reads NaN, Infinity and -Infinity, numbers that overflow to infinity and (with a
+# plain ValueError) integers of more than 4,300 digits: model output holding any of them is not a call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def _strictly(decode, text: str, *args):
+    """decode(text, *args) with every way the strict decoder rejects text raised as CallSyntaxError."""
+    try:
+        return decode(text, *args)
+    except json.JSONDecodeError as err:
+        reason = err.msg
+    except _NotJSON as err:
+        reason = str(err)
+    except RecursionError:
+        reason = "nested too deeply"
+    raise CallSyntaxError(f"invalid JSON: {reason}")
+
+
+def decode_json(text: str):
+    """The JSON value `text` holds (whitespace around it allowed), decoded strictly, or CallSyntaxError."""
+    return _strictly(_DECODER.decode, text)
 
 
 def skip_space(text: str, position: int) -> int:
@@ -166,11 +232,9 @@ def decode_json_at(text: str, position: int):
     """(value, end) of the JSON value starting at `position` (whitespace skipped), or CallSyntaxError."""
     position = skip_space(text, position)
     try:
-        return _DECODER.raw_decode(text, position)
-    except json.JSONDecodeError as err:
-        raise CallSyntaxError(f"invalid JSON: {err.msg}", text[position:position + 200]) from None
-    except RecursionError:
-        raise CallSyntaxError("invalid JSON: nested too deeply", text[position:position + 200]) from None
+        return _strictly(_DECODER.raw_decode, text, position)
+    except CallSyntaxError as err:
+        raise CallSyntaxError(err.reason, text[position:position + 200]) from None
 
 
 def scan_calls(text: str, find_call, read_call, stop: str | None = None) -> tuple[str, list[dict]]:

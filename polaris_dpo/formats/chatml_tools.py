@@ -119,7 +119,7 @@ class Format(ChatFormat):
                 if text.startswith(prefix, start):
                     start += len(prefix)
                 paren = text.find("(", start)
-                name = text[start:paren] if paren >= 0 else ""
+                name = text[start:paren].rstrip(" \t") if paren >= 0 else ""
                 if not name or "\n" in name:
                     raise CallSyntaxError(f"call {len(calls) + 1}: expected functions.<name>(...)", text[newline:newline + 200])
                 try:
@@ -130,7 +130,7 @@ class Format(ChatFormat):
                 end = skip_space(text, end)
                 if not text.startswith(")", end):
                     raise CallSyntaxError(f"call {len(calls)} ({name}): missing `)`", text[paren:paren + 200])
-                end += 1
+                end = skip_space(text, end + 1)
             else:
                 raise CallSyntaxError(f"unknown role {role[:40]!r}: expected assistant or function", text[position:position + 200])
             if text.startswith(NEXT, end):

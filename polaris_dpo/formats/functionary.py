@@ -5,7 +5,7 @@ newlines; the assistant writes its text to recipient `all` and each call as a fu
 whose recipient is the function and whose content is the JSON arguments; its turn ends with `<|stop|>`.
 A function result comes `<|from|>{function name}`. A `{"type": "code_interpreter"}` tool adds
 functionary's python system message; a call to `python` carries the raw code (canonically
-`{"code": "..."}`).
+`{"code": "..."}`), or that JSON object itself when the code is wrapped in braces like a JSON object.
 
 v1: `system:` / `user:` / `assistant:` / `function name=...:` headers, each turn closed by its own
 token (`<|END_OF_USER|>`, `<|END_OF_ASSISTANT|>`, ...), a call written
@@ -45,7 +45,8 @@ TOOL_ROLES = ("tool", "function", "fn")
 _CALL_ARGUMENTS = r"""
 {%- macro call_arguments(fn) -%}
 {%- set arguments = fn['arguments'] if fn['arguments'] is defined and fn['arguments'] is not none else {} -%}
-{%- if fn['name'] == 'python' and arguments is mapping and arguments|length == 1 and arguments['code'] is string -%}
+{%- if fn['name'] == 'python' and arguments is mapping and arguments|length == 1 and arguments['code'] is string
+      and not ((arguments['code']|trim)[:1] == '{' and (arguments['code']|trim)[-1:] == '}') -%}
 {{- arguments['code'] -}}
 {%- else -%}
 {{- arguments if arguments is string else arguments|tojson -}}
@@ -134,12 +135,20 @@ TEMPLATE_V1 = JINJA_MACROS + _CALL_ARGUMENTS + r"""
 
 
 def call_arguments(function: dict) -> str:
+    """A call's arguments as written: raw code for python (unless it reads like a JSON object), else JSON."""
     arguments = function.get("arguments")
     arguments = {} if arguments is None else arguments
     if (function["name"] == "python" and isinstance(arguments, dict) and list(arguments) == ["code"]
-            and isinstance(arguments["code"], str)):
+            and isinstance(arguments["code"], str) and not _braced(arguments["code"])):
         return arguments["code"]
     return arguments_text(arguments)
+
+
+def _braced(code: str) -> bool:
+    """Whether code is wrapped in braces, as every JSON object is: such code is written as {"code": ...},
+    since the parser would read it as the call's JSON arguments."""
+    code = code.strip()
+    return code[:1] == "{" and code[-1:] == "}"
 
 
 def _python_or_json_call(name: str, text: str, start: int, ends: tuple[str, ...]) -> tuple[dict, int]:
@@ -251,6 +260,7 @@ class Format(ChatFormat):
                 except CallSyntaxError as err:
                     raise CallSyntaxError(f"call {len(calls) + 1} ({recipient}): {err.reason}", err.fragment) from None
                 calls.append(call)
+                end = _space_after_call(text, end)
             if text.startswith(NEXT_CALL, end):
                 position = end + len(NEXT_CALL)
                 continue
@@ -265,6 +275,13 @@ class Format(ChatFormat):
         if END_CALL in outside:
             raise CallSyntaxError(f"unbalanced {END_CALL}: no {START_CALL} before it", outside[:200])
         return assistant_message(outside, calls)
+
+
+def _space_after_call(text: str, end: int) -> int:
+    """`end` moved over whitespace after a call's JSON, up to the next part (whose separator starts with a
+    line break) or <|stop|>."""
+    after = skip_space(text, end)
+    return after - 1 if after > end and text.startswith(NEXT_CALL, after - 1) else after
 
 
 def _read_v1_call(text: str, found: int, number: int) -> tuple[dict, int]:

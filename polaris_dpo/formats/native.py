@@ -2,9 +2,10 @@
 
 `template`: a Jinja chat template string, a file holding one, or a tokenizer folder whose template to
 use (its `chat_template.jinja` or `tokenizer_config.json`); rendering then goes through transformers'
-own `render_jinja_template`, exactly as `apply_chat_template` does. Without one (the tiny model has no
-template of its own) a bundled Hermes-style ChatML template is used, which writes calls in the
-configured syntax. `call_syntax` says how the model writes calls, and so which parser reads them:
+own `render_jinja_template`, exactly as `apply_chat_template` does; the end-of-turn token is the
+folder's `eos_token`, else what the template writes after an assistant reply. Without a template (the
+tiny model has none of its own) a bundled Hermes-style ChatML template is used, which writes calls in
+the configured syntax. `call_syntax` says how the model writes calls, and so which parser reads them:
 
     hermes   <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>   (one block per call)
     mistral  [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]
@@ -33,6 +34,7 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOOL_CALL, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 TOOL_RESPONSE, TOOL_RESPONSE_END = "<tool_response>", "</tool_response>"
 MISTRAL_CALLS = "[TOOL_CALLS]"
+PROBE_REPLY = "Probe reply 7f3a."  # rendered to find a template's end-of-turn token
 TOOL_ROLES = ("tool", "function", "fn")
 SYNTAX_TOKENS = {"hermes": [TOOL_CALL, TOOL_CALL_END, TOOL_RESPONSE, TOOL_RESPONSE_END], "mistral": [MISTRAL_CALLS]}
 TOOLS_INTRO = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -120,6 +122,7 @@ class Format(ChatFormat):
         self.custom = template is not None
         if self.custom:
             self.chat_template, self.eos_token = load_template(template)
+            self.eos_token = self.eos_token or self._end_of_turn()
             self.special_tokens = list(SYNTAX_TOKENS[call_syntax])
         else:
             self.chat_template = (TEMPLATE.strip().replace("TOOLS_INTRO", jinja_literal(TOOLS_INTRO))
@@ -137,6 +140,20 @@ class Format(ChatFormat):
         rendered, _ = render_jinja_template([messages], tools=tools or None, chat_template=self.chat_template,
                                             add_generation_prompt=add_generation_prompt)
         return rendered[0]
+
+    def _end_of_turn(self) -> str:
+        """What the template writes after an assistant reply, less whitespace: the token that ends a turn
+        ("" when it writes nothing there, or cannot render a user message and a reply)."""
+        from jinja2 import TemplateError
+
+        probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": PROBE_REPLY}]
+        try:
+            rendered = self._render_jinja(probe, None, False)
+        except TemplateError:
+            return ""
+        if PROBE_REPLY not in rendered:
+            return ""
+        return rendered[rendered.rindex(PROBE_REPLY) + len(PROBE_REPLY):].strip()
 
     def _calls_text(self, message: dict) -> str:
         calls = []

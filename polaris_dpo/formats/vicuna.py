@@ -1,12 +1,15 @@
 """airoboros / FastChat vicuna: `{system} USER: {user} ASSISTANT: {assistant}</s>USER: ...`.
 
 Functions are listed in the system prompt, one JSON definition per line; the assistant calls one
-with a line holding airoboros' call object `{"function": <name>, "params": {...}}`, after any prose.
+with a line holding airoboros' call object `{"function": <name>, "params": {...}}`, after any prose
+(read whatever its key order and spacing, pretty-printed too).
 Function results come back as `FUNCTION RESULT: ...`. `context_prompt` builds airoboros'
 context-obedient question (BEGININPUT / BEGINCONTEXT ... ENDINSTRUCTION) from documents with metadata.
 """
 
 from __future__ import annotations
+
+import re
 
 from polaris_dpo.formats.base import (
     JINJA_HELPERS,
@@ -24,7 +27,8 @@ from polaris_dpo.formats.base import (
 )
 
 EOS = "</s>"
-CALL_START = '{"function"'
+_LINE_OPENING_BRACE = re.compile(r"^[ \t]*\{", re.MULTILINE)
+_CALL_OPENING = re.compile(r'\{\s*"function"')
 TOOL_ROLES = ("tool", "function", "fn")
 DEFAULT_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                   "helpful, detailed, and polite answers to the user's questions.")
@@ -84,17 +88,22 @@ def context_prompt(documents: list[dict], instruction: str) -> str:
     return "".join(blocks) + "BEGININSTRUCTION\n" + instruction.strip() + "\nENDINSTRUCTION"
 
 
-def _at_line_start(text: str, index: int) -> bool:
-    before = text[:index].rstrip(" \t")
-    return not before or before.endswith("\n")
-
-
 def _next_call(text: str, position: int) -> int:
-    """Index of the next call object: CALL_START at the start of a line (-1: none)."""
-    found = text.find(CALL_START, position)
-    while found >= 0 and not _at_line_start(text, found):
-        found = text.find(CALL_START, found + 1)
-    return found
+    """Index of the next call object: a `{` at the start of a line that opens a call (-1: none)."""
+    for line in _LINE_OPENING_BRACE.finditer(text, position):
+        if _opens_call(text, line.end() - 1):
+            return line.end() - 1
+    return -1
+
+
+def _opens_call(text: str, index: int) -> bool:
+    """Whether the `{` at `index` opens a JSON object with a "function" key, or a broken object that starts
+    like a call (a malformed call); prose may start with `{` too."""
+    try:
+        obj, _ = decode_json_at(text, index)
+    except CallSyntaxError:
+        return bool(_CALL_OPENING.match(text, index))
+    return isinstance(obj, dict) and "function" in obj
 
 
 def _read_call(text: str, found: int, number: int) -> tuple[dict, int]:
