@@ -3,15 +3,19 @@
 Rules (each finding is an `Issue` with the rule name, the offset and a short excerpt):
 
 - `missing_space_after`: no space after `:` `,` `;` `?` `!` `.` before a word or a number
-  (`Answer:123`, `one,two`, `end.Next`);
+  (`Answer:123`, `is:$45.50`, `Temperature:-5`, `Answer:'yes'`, `one,two`, `Tōkyō,Japan`, `end.Next`,
+  `42.Then`), Markdown bold included (`Answer:**42**`; `**Note:**This` gets its space after the `**`);
 - `space_before`: a space before `,` `.` `:` (`word ,word`, `the end .`);
-- `double_space`: two or more spaces between words.
+- `double_space`: two or more spaces between words, also right beside code or a URL (`see  `x``).
 
+"A letter" is any Unicode letter of a script that spaces its words (not CJK, kana, Hangul, Thai).
 Exceptions real text needs are not findings: code spans and fenced blocks, JSON objects and arrays
-(nested ones too), URLs (any scheme, `mailto:`, scheme-less `example.com/path`, `git@host:repo`),
-e-mail addresses, host:port, times and ratios (`12:30`, `3:1`), decimals and thousands
-(`3.14`, `1,000`), version strings (`v1.2.3`), file names and dotted identifiers (`data.csv`,
-`os.path`), abbreviations (`e.g.`, `i.e.`, `U.S.`), ellipses, smileys, Markdown tables and
+(nested ones too) and other one-line braces (`{a,b}`), calls and `key=value` runs in prose
+(`print(a,b)`, `x=1,y=2`), URLs (any scheme, `mailto:`, scheme-less `example.com/path`,
+`git@host:repo`), e-mail addresses, host:port, IPv6 and MAC addresses, LaTeX math (`$a:b$`, `\\(..\\)`),
+times and ratios (`12:30`, `3:1`), decimals and thousands (`3.14`, `1,000`), version strings (`v1.2.3`,
+`5.4.32.Final`), file names and dotted identifiers (`data.csv`, `os.path`, `photo1.Jpg`), abbreviations
+(`e.g.`, `i.e.`, `U.S.`, `Mr.`, `No. 5`), ellipses (`...`, `. . .`), smileys, Markdown tables and
 indentation. Plain Python, regular expressions only: it runs on every text answer the judge sees.
 """
 
@@ -34,11 +38,20 @@ _PROTECTED = [(trigger, re.compile(pattern, flags)) for trigger, pattern, flags 
     ("@", r"\b[\w.-]+@[\w-]+(?:\.[\w-]+)+:[\w./~-]+", 0),             # scp / git remote: git@host:org/repo.git
     ("data:", r"\bdata:[\w/+.-]+;[^\s<>\"'`)]+", 0),                # data: URI
     ("@", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", 0),                      # e-mail address
-    ("{", r"\{[^{}\n]*[\"':][^{}\n]*\}", 0),                        # one-line JSON / dict literal
+    ("{", r"\{[^{}\n]*\}", 0),                                      # one-line braces: JSON, dict, set {a,b}, {name}
     ("[", r"\[[^\[\]\n]*[\"'{][^\[\]\n]*\]", 0),                    # one-line JSON array of strings / objects
     (":", r"\b[\w-]+(?:\.[\w-]+)+:\d{2,5}\b|\blocalhost:\d+\b", 0),   # host:port
     (":", r"\b(?:[HhMmSs]{1,2}|[YyDd]{1,4})(?::(?:[HhMmSs]{1,2}|[YyDd]{1,4}))+\b", 0),  # time pattern HH:MM:SS
     ("&", r"&#?\w+;", 0),                                          # HTML entity
+    # IPv6 or MAC address: fe80::1ff:fe23:4567:890a, 2001:db8::1, 00:1A:2B:3C:4D:5E (hex groups, a digit)
+    (":", r"(?<![\w:])(?=[\w:]*\d)[0-9A-Fa-f]{0,4}(?:::?[0-9A-Fa-f]{1,4}){2,7}(?:::)?(?![\w:])", 0),
+    ("(", r"\b[A-Za-z_][\w.]*\((?:[^()\n]|\([^()\n]*\))*\)", 0),    # call in prose: print(a,b), f(x=1,y='C')
+    ("=", r"\b\w+=[^\s,]*(?:,\w+=[^\s,]*)+", 0),                    # key=value run: x=1,y=2, dc=example,dc=com
+    # versions and names with digits, which may go on with a capital: 1.2.3.Final, v1.2.Final, photo1.Jpg
+    (".", r"\b[vV]?\d+(?:\.\d+){2,}(?:[.-]\w+)*|\b[A-Za-z_]\w*\d(?:\.\w+)+", 0),
+    # LaTeX math: $$...$$, $a:b$ (not money: `$5 and $6`, `$5,$6`), \(...\), \[...\]
+    ("$", r"\$\$.+?\$\$|(?<![\\$\w])\$(?=[^\s$])[^$\n]*?(?<=[^\s$\\])\$(?!\d)", re.DOTALL),
+    ("\\", r"\\\(.*?\\\)|\\\[.*?\\\]", re.DOTALL),
     # qualified identifier in prose: the rand.Intn function, fmt.Println(
     (".", r"\b[a-z]\w*\.[A-Z]\w*(?=\(|\s+(?:function|method|class|type|struct|interface|constructor|property|call)s?\b)",
      0),
@@ -79,24 +92,37 @@ def _nested_json_spans(text: str) -> list[tuple[int, int]]:
             start = text.find("{", start + 1)
     return spans
 
+# A dot that ends no sentence: e.g. etc. vs. a.m. in any case (`E.g.` opens one), titles as written
+# (`no.`, `st.`, `co.` end sentences), `No.` only before a number (`No. 5`, `no.5`).
 _ABBREVIATION = re.compile(
-    r"\b(?:e\.g|i\.e|etc|vs|cf|a\.m|p\.m|U\.S|U\.K|Ph\.D|No|Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Fig|approx)\.",
-    re.IGNORECASE,
+    r"\b(?i:e\.g|i\.e|etc|vs|cf|a\.m|p\.m|approx)\."
+    r"|\b(?:U\.S|U\.K|Ph\.D|Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Fig)\."
+    r"|\b[Nn]o\.(?=\s?\d)"
 )
 
+# A letter of a script that puts spaces between words: any Unicode letter (`é`, `ō`, `ß`), not CJK,
+# kana, Hangul or Thai, which run without spaces (`你好,世界` is no error).
+_NO_SPACE_SCRIPTS = r"\u0e00-\u0e7f\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+_L = rf"[^\W\d_{_NO_SPACE_SCRIPTS}]"
+_LOWER = rf"[^\W\d_A-Z{_NO_SPACE_SCRIPTS}]"  # such a letter, not an ASCII capital (`U.S.A`, `ASP.NET`)
+_NUMBER = r"[-+−]?[$€£¥₹]?\d"  # a number, signed or with a currency: 5, -5, $45.50, €30
+
 _MISSING_AFTER = re.compile(
-    r"(?<=[A-Za-z%)\]\"'])[:;](?=[A-Za-z0-9])"           # Answer:123, note;see (not 12:30, not C:\)
-    r"|(?<=[A-Za-z]):(?=[\"“\[(][A-Za-z0-9])"             # content:"Discuss, is:[image] (not "key":"value")
-    r"|(?<=[A-Za-z%)\]\"']),(?=[A-Za-z])"                  # one,two (not 1,000)
-    r"|(?<=[A-Za-z)\]]),(?=\d)"                            # items,3
-    r"|(?<=\d),(?=[A-Za-z])"                               # 1,2,and
-    r"|(?<=[A-Za-z)\]\"'])[?!](?=[A-Za-z0-9])(?![\w-]*=)"  # Hello!How (not ?q=1, !=)
-    r"|(?<=[A-Za-z][a-z])\.(?=[A-Z](?:[a-z]+\b(?![.(])|\b))"   # end.Next (not U.S.A, ASP.NET, os.Path(
-    r"|(?<=[a-z])\.(?=\d+\s+[A-Za-z])(?<!\bv\.)"           # costs.5 apples (not v1.2, 3.14)
+    rf"(?<={_L}|[%)\]\"'])[:;](?={_L}|{_NUMBER})"           # Answer:123, note;see, is:$45, is:-5 (not 12:30, C:\)
+    rf"|(?<={_L}):(?=[\"“'‘«\[(](?:{_L}|\d))"                # content:"Hi, Answer:'yes', is:[image] (not "k":"v")
+    rf"|(?<={_L}):\*\*(?=\w)"                                 # Answer:**42**, **Note:**This (see _closes_bold)
+    rf"|(?<=\w\*\*):(?={_L}|{_NUMBER})"                       # **Note**:This
+    rf"|(?<={_L}|[%)\]\"']),(?={_L})"                        # one,two, Tōkyō,Japan (not 1,000)
+    rf"|(?<={_L}|[)\]]),(?=\d)"                               # items,3
+    rf"|(?<=\d),(?={_L})"                                     # 1,2,and
+    rf"|(?<={_L}|[)\]\"'])[?!](?={_L}|\d)(?![\w-]*=)"         # Hello!How (not ?q=1, !=)
+    rf"|(?<={_L}{_LOWER})\.(?=[A-Z](?:[a-z]+\b(?![.(])|\b))"  # end.Next, café.The (not U.S.A, ASP.NET, os.Path()
+    r"|(?<=\d)\.(?=[A-Z][a-z]+\b(?![.(]))"                    # 42.Then, $5.99.Next: no decimal goes on with a capital
+    r"|(?<=[a-z])\.(?=\d+\s+[A-Za-z])(?<!\bv\.)"              # costs.5 apples (not v1.2, 3.14)
 )
 _SPACE_BEFORE = re.compile(
     r"(?<=[\w)\]\"'%]) +(?=,)"                             # word ,word
-    r"|(?<=[\w)\]\"'%]) +(?=\.(?:\s|$))"                   # the end . (not .NET, .5, ...)
+    r"|(?<=[\w)\]\"'%]) +(?=\.(?:\s|$))(?!\.\s\.)"         # the end . (not .NET, .5, ..., a spaced ellipsis . . .)
     r"|(?<=[\w)\]\"'%]) +(?=:(?:\s|$))"                    # Answer : 123 (not :) or :30)
 )
 _DOUBLE_SPACE = re.compile(r"(?<=\S) {2,}(?=\S)")
@@ -149,13 +175,20 @@ def protected_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    """Whether [start, end] meets a protected span (end inclusive: a space just before a span counts)."""
+    """Whether [start, end) overlaps a protected span (spaces just before or after one do not: `see  `x``)."""
     for span_start, span_end in spans:
-        if span_start > end:
+        if span_start >= end:
             return False
-        if start < span_end and end >= span_start:
+        if start < span_end:
             return True
     return False
+
+
+def _closes_bold(text: str, colon: int) -> bool:
+    """Whether the `**` after the colon at `colon` closes bold (`**Note:**This`: the space goes after it)
+    rather than opens it (`Answer:**42**`): an odd number of `**` before it on its line."""
+    line_start = text.rfind("\n", 0, colon) + 1
+    return text.count("**", line_start, colon) % 2 == 1
 
 
 def _excerpt(text: str, start: int, end: int) -> str:
@@ -179,11 +212,9 @@ def find_issues(text: str) -> list[Issue]:
             if spans is None:
                 spans = protected_spans(text)
             start, end = match.span()
-            if rule == "missing_space_after":
-                end = start + 1
-                if _inside(spans, start, start):
-                    continue
-            elif _inside(spans, start, end):
+            if rule == "missing_space_after" and not (end == start + 3 and _closes_bold(text, start)):
+                end = start + 1  # the space goes right after the mark
+            if _inside(spans, start, start + 1 if rule == "missing_space_after" else end):
                 continue
             issues.append(Issue(rule, start, end, _excerpt(text, start, end)))
     issues.sort(key=lambda issue: issue.start)
