@@ -24,6 +24,7 @@ loose (bfcl, and one may contain the other). Plain Python: no torch, no transfor
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -390,15 +391,11 @@ def _alts(value: Any) -> list:
 def _corrected_calls(parsed: dict, got: list[dict], expected: list[dict], tools: dict,
                      options: JudgeOptions) -> dict | None:
     """The model's own calls with wrong argument values replaced by acceptable ones (same order, same names)."""
-    remaining = list(range(len(expected)))
+    pairing = _closest_pairing(got, expected, options)
+    if pairing is None:
+        return None
     calls = []
-    for call in got:
-        candidates = [e for e in remaining if expected[e]["name"] == _name(call)]
-        if not candidates:
-            return None
-        # the same-named expected call this call already agrees with most
-        best = max(candidates, key=lambda e: _agreement(call, expected[e], options))
-        remaining.remove(best)
+    for call, best in zip(got, pairing, strict=True):
         fixed = _fix_arguments(_arguments(call), expected[best], tools.get(expected[best]["name"]), options)
         if fixed is None:
             return None
@@ -406,6 +403,31 @@ def _corrected_calls(parsed: dict, got: list[dict], expected: list[dict], tools:
         corrected["function"] = {**(call.get("function") or {}), "name": _name(call), "arguments": fixed}
         calls.append(corrected)
     return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+MAX_PERMUTED_CALLS = 7  # beyond this many parallel calls, pair them greedily (7! orders at most)
+
+
+def _closest_pairing(got: list[dict], expected: list[dict], options: JudgeOptions) -> list[int] | None:
+    """For each got call, the same-named expected call it is corrected towards: the pairing that keeps the
+    most of the model's own argument values, so that the correction changes the fewest (None: no pairing)."""
+    agreement = [[_agreement(call, e, options) if _name(call) == e["name"] else None for e in expected]
+                 for call in got]
+    if len(got) <= MAX_PERMUTED_CALLS:
+        best, best_score = None, -1
+        for order in itertools.permutations(range(len(expected)), len(got)):
+            scores = [agreement[g][e] for g, e in enumerate(order)]
+            if None not in scores and sum(scores) > best_score:
+                best, best_score = list(order), sum(scores)
+        return best
+    remaining, pairing = list(range(len(expected))), []
+    for row in agreement:
+        candidates = [e for e in remaining if row[e] is not None]
+        if not candidates:
+            return None
+        pairing.append(max(candidates, key=lambda e: row[e]))
+        remaining.remove(pairing[-1])
+    return pairing
 
 
 def _agreement(call: dict, expected: dict, options: JudgeOptions) -> int:

@@ -200,6 +200,18 @@ def test_parallel_wrong_arguments_names_the_call():
     assert [c["function"]["arguments"] for c in calls] == [{"city": "Berlin"}, {"zone": "UTC"}]
 
 
+def test_parallel_correction_changes_the_fewest_values():
+    # greedy pairing would send the first call to the first expected call and change three values
+    acceptable = [{"name": "get_weather", "arguments": {"city": ["Berlin"], "days": [1]}},
+                  {"name": "get_weather", "arguments": {"city": ["Paris"], "days": [2]}}]
+    text = call("get_weather", city="Berlin", days=2) + call("get_weather", city="Berlin", days=1)
+    verdict = judge(text, bfcl_example(*acceptable), FMT)
+    assert verdict.category == "wrong_arguments"
+    calls = verdict.correction["tool_calls"]
+    assert [c["function"]["arguments"] for c in calls] == [{"city": "Paris", "days": 2}, {"city": "Berlin", "days": 1}]
+    assert judge_message(verdict.correction, bfcl_example(*acceptable)).ok
+
+
 def test_wrong_call_count():
     two = [{"name": "get_weather", "arguments": {"city": ["Berlin"]}}, {"name": "get_time", "arguments": {"zone": ["UTC"]}}]
     verdict = judge(call("get_weather", city="Berlin"), bfcl_example(*two), FMT)
