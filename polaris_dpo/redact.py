@@ -24,13 +24,28 @@ SECRET_KEY = re.compile(r"secret|passw|credential|api_?key|(^|_)key$|^token$|(^|
 REDACTED = "<redacted>"
 
 
+# `key=value` inside a string: an override, or one of `pipeline.step_overrides`' entries
+_ASSIGNMENT = re.compile(r"""(?P<key>[+~]?[\w.-]+)=(?P<value>'[^']*'|"[^"]*"|[^,'"\]\s]+)""")
+
+
+def _is_secret_assignment(match: re.Match) -> bool:
+    return bool(SECRET_KEY.search(match["key"].lstrip("+~").rsplit(".", 1)[-1]))
+
+
+def _scrub_text(text: str) -> str:
+    return _ASSIGNMENT.sub(lambda m: f"{m['key']}={REDACTED}" if _is_secret_assignment(m) else m[0], text)
+
+
 def scrub(node):
-    """A copy of a plain config (dicts and lists) with the value of every credential-named key replaced."""
+    """A copy of a plain config (dicts and lists) with the value of every credential-named key replaced,
+    also where a string assigns one (`pipeline.step_overrides.sft: ['sft.trl.hub_token=...']`)."""
     if isinstance(node, dict):
         return {k: (REDACTED if SECRET_KEY.search(str(k)) and v not in (None, False) else scrub(v))
                 for k, v in node.items()}
     if isinstance(node, list):
         return [scrub(v) for v in node]
+    if isinstance(node, str) and "=" in node:
+        return _scrub_text(node)
     return node
 
 
@@ -40,13 +55,14 @@ def config_yaml(cfg: DictConfig) -> str:
 
 
 def override_secrets(overrides: list[str]) -> set[str]:
-    """The values of command-line overrides (`[+~]a.b.key=value`) whose key names a credential."""
+    """The values of command-line overrides (`[+~]a.b.key=value`) whose key names a credential, also inside
+    a list value (`pipeline.step_overrides.sft=['sft.trl.hub_token=...']`)."""
     found = set()
     for override in overrides:
-        key, sep, value = override.partition("=")
-        value = value.strip().strip("'\"")
-        if sep and value and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
-            found.add(value)
+        for match in _ASSIGNMENT.finditer(override):
+            value = match["value"].strip("'\"")
+            if value and _is_secret_assignment(match):
+                found.add(value)
     return found
 
 

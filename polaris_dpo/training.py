@@ -67,11 +67,28 @@ def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **sta
     overlap = sorted(set(passthrough) & {"output_dir", "report_to"})
     if overlap:
         raise ValueError(f"{stage}.trl must not set {overlap}: they come from run_dir / wandb")
+    shadowed = sorted(set(passthrough) & set(FIRST_CLASS_KEYS))
+    if shadowed:
+        raise ValueError(f"{stage}.trl sets {shadowed}: set {', '.join(f'{stage}.{k}' for k in shadowed)} instead "
+                         "(a key has one place)")
+    token = passthrough.pop("hub_token", None)
+    if token:
+        # the trainer pickles its arguments into every checkpoint: the token goes through the
+        # environment, where the Hub client reads it, and never into training_args.bin
+        os.environ["HF_TOKEN"] = str(token)
     args.update(passthrough)
-    if "warmup_ratio" in args and "warmup_steps" not in passthrough:
-        # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a ratio)
-        args["warmup_steps"] = args.pop("warmup_ratio")
+    ratio = args.pop("warmup_ratio")
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"{stage}.warmup_ratio={ratio}: a share of the steps, in [0, 1)")
+    if "warmup_steps" not in passthrough:
+        args["warmup_steps"] = ratio  # transformers 5 reads a float < 1 in warmup_steps as a ratio
     return config_cls(**args)
+
+
+# stage keys trainer_args maps onto the TRL config; `<stage>.trl` must not set them again
+FIRST_CLASS_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "max_length",
+                    "logging_steps", "save_steps")
 
 
 def last_checkpoint(output_dir: Path) -> str | None:

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO
 
 from polaris_dpo.__main__ import write_resolved_config
-from polaris_dpo.redact import REDACTED, scrub
+from polaris_dpo.redact import REDACTED, override_secrets, scrub
 from polaris_dpo.stages import mine
 from polaris_dpo.stages.pipeline import config_fingerprint
 
@@ -44,6 +45,41 @@ def test_run_config_and_pipeline_state_hide_a_passed_token(make_cfg):
     dumped = yaml.safe_load(written)
     assert dumped["sft"]["trl"]["hub_token"] == REDACTED and dumped["eval"]["max_new_tokens"] == cfg.eval.max_new_tokens
     assert SECRET not in repr(config_fingerprint(cfg))
+
+
+def test_a_token_in_a_pipeline_step_override_is_redacted_too(make_cfg):
+    step = f"pipeline.step_overrides.sft=['sft.trl.hub_token={SECRET}','sft.max_steps=3']"
+    cfg = make_cfg(step)
+    written = write_resolved_config(cfg).read_text(encoding="utf-8")
+    assert SECRET not in written and "sft.trl.hub_token=<redacted>" in written and "sft.max_steps=3" in written
+    assert SECRET not in repr(config_fingerprint(cfg))
+    assert override_secrets([step, f"+dpo.trl.hub_token='{SECRET}'", "model.pad_token=x"]) == {SECRET}
+
+
+def test_a_token_for_the_trainer_goes_through_the_environment_not_into_its_pickled_arguments(make_cfg, monkeypatch):
+    from trl import SFTConfig
+
+    from polaris_dpo.training import trainer_args
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    cfg = make_cfg(f"+sft.trl.hub_token={SECRET}")
+    args = trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft")
+    assert args.hub_token is None and os.environ["HF_TOKEN"] == SECRET  # what training_args.bin pickles
+
+
+def test_trl_passthrough_may_not_shadow_a_stage_key_and_warmup_steps_replaces_the_ratio(make_cfg):
+    from trl import SFTConfig
+
+    from polaris_dpo.training import trainer_args
+
+    cfg = make_cfg("+sft.trl.learning_rate=0.5")
+    with pytest.raises(ValueError, match=r"sft.trl sets \['learning_rate'\]: set sft.learning_rate instead"):
+        trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft")
+    cfg = make_cfg("+sft.trl.warmup_steps=10", "sft.warmup_ratio=0.1")
+    assert trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft").warmup_steps == 10
+    cfg = make_cfg("sft.warmup_ratio=1.0")
+    with pytest.raises(ValueError, match=r"sft.warmup_ratio=1.0"):
+        trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft")
 
 
 def test_pair_set_card_hides_a_passed_token(make_cfg, tmp_path):
