@@ -13,6 +13,11 @@ import os
 
 log = logging.getLogger(__name__)
 
+# what the user's environment said before any job of this process exported its own settings: a
+# multirun point or pipeline step must not read the previous one's WANDB_* as the user's choice
+_WANDB_VARIABLES = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR")
+_USER_ENVIRONMENT = {name: os.environ.get(name) for name in _WANDB_VARIABLES}
+
 
 def _has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -27,7 +32,7 @@ def wandb_mode(cfg) -> str:
     """The effective mode: online | offline | disabled (WANDB_MODE in the environment wins over auto)."""
     mode = cfg.wandb.mode
     if mode == "auto":
-        env_mode = os.environ.get("WANDB_MODE")
+        env_mode = _USER_ENVIRONMENT["WANDB_MODE"]
         if env_mode in ("online", "offline", "disabled"):
             return env_mode
         if _has_wandb_key():
@@ -44,12 +49,18 @@ def report_to(cfg) -> list[str]:
     mode = wandb_mode(cfg)
     if mode == "disabled":
         return []
-    os.environ["WANDB_MODE"] = mode
-    os.environ["WANDB_PROJECT"] = cfg.wandb.project
-    if cfg.wandb.entity:
-        os.environ["WANDB_ENTITY"] = cfg.wandb.entity
-    os.environ.setdefault("WANDB_DIR", str(cfg.run_dir))
+    _export("WANDB_MODE", mode)
+    _export("WANDB_PROJECT", cfg.wandb.project)
+    _export("WANDB_ENTITY", cfg.wandb.entity or _USER_ENVIRONMENT["WANDB_ENTITY"])
+    _export("WANDB_DIR", _USER_ENVIRONMENT["WANDB_DIR"] or str(cfg.run_dir))
     return ["wandb"]
+
+
+def _export(name: str, value: str | None) -> None:
+    if value:
+        os.environ[name] = str(value)
+    else:
+        os.environ.pop(name, None)
 
 
 def run_name(cfg, suffix: str = "") -> str:

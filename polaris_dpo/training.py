@@ -263,6 +263,8 @@ def final_metrics(trainer) -> dict:
     if history:
         metrics["final_loss"] = history[-1]["loss"]
         metrics["first_loss"] = history[0]["loss"]
+    elif "train_loss" in summary:  # fewer steps than logging_steps: only the run's mean loss was logged
+        metrics["final_loss"] = summary["train_loss"]
     metrics["global_step"] = trainer.state.global_step
     return metrics
 

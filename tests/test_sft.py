@@ -190,3 +190,13 @@ def test_sft_full_finetune_changes_weights(make_cfg, monkeypatch):
     for (name, p0), (_, p1) in zip(base.named_parameters(), tuned.named_parameters(), strict=True):
         if "norm" not in name:
             assert not torch.equal(p0, p1), name
+
+
+def test_final_loss_falls_back_to_the_runs_mean_loss_when_no_step_was_logged():
+    from types import SimpleNamespace
+
+    from polaris_dpo.training import final_metrics
+
+    state = SimpleNamespace(log_history=[{"train_runtime": 3.0, "train_loss": 7.68, "step": 2}], global_step=2)
+    metrics = final_metrics(SimpleNamespace(state=state))
+    assert metrics["final_loss"] == 7.68 and metrics["global_step"] == 2 and "first_loss" not in metrics

@@ -37,8 +37,11 @@ def load_format(cfg, chain: merging.Chain):
 
 def verification_examples(cfg, count: int) -> list[dict]:
     """`count` held-out prediction points of `data`, at least one of them a function call when the data has one."""
+    if count < 1:
+        raise ValueError(f"merge.verify_prompts={count}: the merge is verified on at least 1 held-out prompt")
     reading = readers.read(cfg.data, cfg.run_dir)
     chosen: list[dict] = []
+    spare = None  # the first text prompt passed over while the last place waited for a call
     has_call = False
     for conversation in reading:
         if not readers.is_held_out(conversation["id"], cfg.data.eval_fraction, cfg.data.split_seed):
@@ -48,8 +51,12 @@ def verification_examples(cfg, count: int) -> list[dict]:
             if len(chosen) < count - 1 or (len(chosen) == count - 1 and (is_call or has_call)):
                 chosen.append(example)
                 has_call = has_call or is_call
+            elif spare is None:
+                spare = example
         if len(chosen) >= count:
             break
+    if len(chosen) < count and spare is not None:  # the data has no call: a text prompt takes the place
+        chosen.append(spare)
     return chosen
 
 
