@@ -19,6 +19,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -298,13 +299,30 @@ def prompt_logits(model, tokenizer, prompts: list[str]) -> list:
     return out
 
 
+def _all_finite(logits: list) -> bool:
+    return all(bool(t.isfinite().all()) for t in logits)
+
+
 def compare_logits(reference: list, merged: list) -> dict:
     diffs = [(r - m).abs() for r, m in zip(reference, merged, strict=True)]
     agree = sum(int((r.argmax(-1) == m.argmax(-1)).sum()) for r, m in zip(reference, merged, strict=True))
     positions = sum(d.shape[0] for d in diffs)
     return {"max_abs_diff": max(float(d.max()) for d in diffs),
             "mean_abs_diff": sum(float(d.sum()) for d in diffs) / sum(d.numel() for d in diffs),
-            "top1_agreement": agree / positions, "positions": positions}
+            "top1_agreement": agree / positions, "positions": positions,
+            "reference_finite": _all_finite(reference), "merged_finite": _all_finite(merged)}
+
+
+def logit_failures(comparison: dict, tolerance: float) -> list[str]:
+    """Why a logit comparison fails verification: non-finite logits, or a difference that is not within tolerance."""
+    failures = [f"the {side} logits contain NaN or inf" for side, key in
+                (("base+adapters", "reference_finite"), ("merged model's", "merged_finite")) if not comparison[key]]
+    diff = comparison["max_abs_diff"]
+    if not failures and not math.isfinite(diff):
+        failures.append(f"max |logit diff| against base+adapters is {diff} (not finite)")
+    elif math.isfinite(diff) and diff > tolerance:
+        failures.append(f"max |logit diff| {diff:.3g} against base+adapters exceeds merge.tolerance {tolerance:g}")
+    return failures
 
 
 def greedy_call(model, tokenizer, fmt, examples: list[dict], max_new_tokens: int) -> dict:
@@ -399,10 +417,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
             quantized = compare_logits(prompt_logits(reference, tokenizer, prompts), merged_logits)
             _free(reference)
 
-        failures = []
-        if full["max_abs_diff"] > tolerance:
-            failures.append(f"max |logit diff| {full['max_abs_diff']:.3g} against base+adapters exceeds "
-                            f"merge.tolerance {tolerance:g}")
+        failures = logit_failures(full, tolerance)
         if settings.require_call and not generation.get("parsed"):
             failures.append("the greedy generation did not produce a function call that parses "
                             "(merge.require_call=true)")

@@ -25,7 +25,7 @@ def _fmt(value) -> str:
 
 
 def _rate(entry: dict | None) -> str:
-    if not entry:
+    if not entry or entry.get("rate") is None:  # absent, or undefined (no prompt of that kind)
         return "–"
     return f"{entry['rate']:.1%} [{entry['low']:.1%}, {entry['high']:.1%}]"
 

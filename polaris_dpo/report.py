@@ -34,6 +34,20 @@ def rate_with_interval(k: int, n: int) -> dict:
     return {"rate": k / n if n else 0.0, "low": low, "high": high, "count": k, "n": n}
 
 
+def rate_or_undefined(k: int, n: int) -> dict:
+    """rate_with_interval, but with no samples the rate and its interval are None (undefined), not 0."""
+    if n:
+        return rate_with_interval(k, n)
+    return {"rate": None, "low": None, "high": None, "count": k, "n": n}
+
+
+def format_rate(entry: dict | None) -> str:
+    """`12.5% of 8`, or `-` when the rate is undefined (no samples; older metrics.json files say rate 0 there)."""
+    if not entry or entry["rate"] is None or not entry["n"]:
+        return "-"
+    return f"{entry['rate']:.1%} of {entry['n']}"
+
+
 def atomic_write_json(path: str | Path, data) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -81,7 +95,7 @@ def category_chart(path: str | Path, series: dict[str, dict[str, float]], title:
 
 
 def _cell(entry: dict | None) -> str:
-    if not entry:
+    if not entry or entry["rate"] is None:
         return "-"
     return f"{entry['rate']:.1%} [{entry['low']:.1%}, {entry['high']:.1%}] ({entry['count']}/{entry['n']})"
 
@@ -97,7 +111,8 @@ def category_table(series: dict[str, dict[str, dict]], categories: list[str] | N
         row = f"| `{category}` | " + " | ".join(cells)
         if len(labels) == 2:
             before, after = (series[label].get(category) for label in labels)
-            change = f"{(after['rate'] - before['rate']) * 100:+.1f} pt" if before and after else "-"
+            defined = before and after and None not in (before["rate"], after["rate"])
+            change = f"{(after['rate'] - before['rate']) * 100:+.1f} pt" if defined else "-"
             row += f" | {change}"
         lines.append(row + " |")
     return "\n".join(lines)

@@ -145,3 +145,26 @@ def test_eval_samples_the_tiny_model_and_judges_every_sample(make_cfg, tmp_path)
     assert metrics["prompts"] == 3 and metrics["n"] == 6
     assert sum(e["count"] for e in metrics["categories"].values()) == 6
     assert metrics["settings"]["samples_per_prompt"] == 2
+
+
+def _text_rows(n: int) -> list[dict]:
+    return [{"id": f"t{i}", "sample": 0, "category": "ok", "detail": "", "source": "s", "position": "first",
+             "expects_call": False, "text": "hello"} for i in range(n)]
+
+
+def test_call_accuracy_without_call_prompts_is_undefined_not_zero():
+    metrics = eval_stage.compute_metrics(_text_rows(3))
+    metrics.update(settings={}, prompts=3)
+    assert metrics["call_accuracy"]["rate"] is None and metrics["call_accuracy"]["n"] == 0
+    assert metrics["text_accuracy"]["rate"] == 1.0
+    flat = eval_stage.flat_metrics(metrics)
+    assert "eval/call_accuracy" not in flat and None not in flat.values() and flat["eval/ok"] == 1.0
+    text = eval_stage.render_report(metrics, [], before=metrics, worst=0)
+    assert "Call accuracy (samples whose reference calls a function): -." in text and "Before: -." in text
+
+
+def test_undefined_rate_renders_as_a_dash_in_tables():
+    undefined = report.rate_or_undefined(0, 0)
+    table = report.category_table({"before": {"ok": undefined}, "after": {"ok": report.rate_with_interval(1, 2)}})
+    assert table.splitlines()[-1] == "| `ok` | - | 50.0% [9.5%, 90.5%] (1/2) | - |"
+    assert report.format_rate(report.rate_with_interval(1, 4)) == "25.0% of 4"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from polaris_dpo import formats, models
+from polaris_dpo import formats, merging, models
 
 BASE_TOKENS = ["<|im_start|>", "<|im_end|>"]
 ADDED_TOKENS = ["<|fn_start|>", "<|fn_end|>"]
@@ -87,3 +87,22 @@ def build_chain(cfg, run_dir: Path, load_in_4bit: bool = False, head_rows: bool 
     tokenizer.save_pretrained(dpo_dir)
     _write_record(dpo_dir, "dpo", base, [sft_dir, dpo_dir], load_in_4bit)
     return {"base": base, "sft": sft_dir, "dpo": dpo_dir, "added_ids": added, "tokenizer": tokenizer}
+
+
+def test_nan_logits_fail_verification_with_a_reason():
+    clean = [torch.zeros(3, 5)]
+    nan = [torch.zeros(3, 5)]
+    nan[0][1, 2] = float("nan")
+    assert merging.logit_failures(merging.compare_logits(clean, clean), 1e-4) == []
+    reasons = merging.logit_failures(merging.compare_logits(clean, nan), 1e-4)
+    assert reasons == ["the merged model's logits contain NaN or inf"]
+    reasons = merging.logit_failures(merging.compare_logits(nan, clean), 1e-4)
+    assert reasons == ["the base+adapters logits contain NaN or inf"]
+
+
+def test_infinite_difference_and_over_tolerance_fail():
+    big = torch.finfo(torch.float32).max
+    huge = merging.compare_logits([torch.full((1, 2), big)], [torch.full((1, 2), -big)])
+    assert merging.logit_failures(huge, 1e-4) == ["max |logit diff| against base+adapters is inf (not finite)"]
+    off = merging.compare_logits([torch.zeros(1, 2)], [torch.ones(1, 2)])
+    assert "exceeds merge.tolerance" in merging.logit_failures(off, 1e-4)[0]

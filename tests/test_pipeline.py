@@ -96,3 +96,16 @@ def test_failing_step_is_named_and_resumable(make_cfg, tmp_path, monkeypatch):
     state = json.loads((run_dir / pipeline.STATE_FILE).read_text())
     assert state["steps"]["model"]["status"] == "done"
     assert state["steps"]["sft"]["status"] == "failed" and "disk full" in state["steps"]["sft"]["error"]
+
+
+def test_the_resume_command_repeats_the_runs_overrides_without_credentials(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    task = ["seed=1", "pipeline.step_overrides.dpo=[dpo.beta=0.3]", "+sft.trl.hub_token=hf_secret", "hydra.run.dir=x"]
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: SimpleNamespace(overrides=SimpleNamespace(task=task))))
+    command = pipeline.resume_command(tmp_path / "run dir")
+    assert command == ("python -m polaris_dpo seed=1 'pipeline.step_overrides.dpo=[dpo.beta=0.3]' "
+                       f"'+sft.trl.hub_token=<redacted>' 'hydra.run.dir={tmp_path}/run dir'")

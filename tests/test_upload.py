@@ -139,3 +139,12 @@ def test_card_shows_eval_categories_before_and_after():
     missed = next(line for line in lines if line.startswith("| missed_call |"))
     assert "30.0%" in missed and "5.0%" in missed
     assert any(line.startswith("| call accuracy | 70.0%") for line in lines)
+
+
+def test_card_shows_an_undefined_call_accuracy_as_a_dash():
+    from polaris_dpo import model_card
+    from polaris_dpo.stages.eval import compute_metrics
+
+    texts = [{"expects_call": False, "source": "bfcl", "position": "first", "category": "ok"}] * 10
+    lines = model_card._eval_section(compute_metrics(texts), compute_metrics(texts))
+    assert any(line.startswith("| call accuracy | – | – |") for line in lines)

@@ -160,8 +160,8 @@ def compute_metrics(rows: list[dict]) -> dict:
     return {
         "n": len(rows),
         "categories": _categories(rows),
-        "call_accuracy": report.rate_with_interval(sum(r["category"] == "ok" for r in call_rows), len(call_rows)),
-        "text_accuracy": report.rate_with_interval(sum(r["category"] == "ok" for r in text_rows), len(text_rows)),
+        "call_accuracy": report.rate_or_undefined(sum(r["category"] == "ok" for r in call_rows), len(call_rows)),
+        "text_accuracy": report.rate_or_undefined(sum(r["category"] == "ok" for r in text_rows), len(text_rows)),
         "by_source": {source: {"n": len(group), "categories": _categories(group)}
                       for source, group in sorted(by_source.items())},
         "by_position": {position: {"n": len(by_position[position]), "categories": _categories(by_position[position])}
@@ -170,12 +170,13 @@ def compute_metrics(rows: list[dict]) -> dict:
 
 
 def flat_metrics(metrics: dict) -> dict:
+    """The numbers logged to wandb; an undefined rate (None: no samples) is left out rather than logged as 0."""
     flat = {"eval/n": metrics["n"], "eval/call_accuracy": metrics["call_accuracy"]["rate"]}
     for category, entry in metrics["categories"].items():
         flat[f"eval/{category}"] = entry["rate"]
     for position, entry in metrics["by_position"].items():
         flat[f"eval/position/{position}/ok"] = entry["categories"]["ok"]["rate"]
-    return flat
+    return {key: value for key, value in flat.items() if value is not None}
 
 
 def load_previous(directory: str) -> dict:
@@ -213,9 +214,9 @@ def render_report(metrics: dict, rows: list[dict], before: dict | None, worst: i
              "Rates are shares of samples with a 95 % Wilson interval and the count.", "",
              report.category_table(series), "",
              f"Call accuracy (samples whose reference calls a function): "
-             f"{metrics['call_accuracy']['rate']:.1%} of {metrics['call_accuracy']['n']}."]
+             f"{report.format_rate(metrics['call_accuracy'])}."]
     if before:
-        lines.append(f"Before: {before['call_accuracy']['rate']:.1%} of {before['call_accuracy']['n']}.")
+        lines.append(f"Before: {report.format_rate(before['call_accuracy'])}.")
     lines += ["", "![categories](categories.png)", "", "## By position of the expected turn", "",
               report.breakdown_table(metrics["by_position"], "position"), "", "## By source", "",
               report.breakdown_table(metrics["by_source"], "source"), ""]

@@ -57,14 +57,28 @@ def check_config(m) -> None:
         raise ValueError("mine.samples_per_prompt, mine.batch_size and mine.checkpoint_every must be >= 1")
 
 
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
+
+
+def model_folder_identity(path: str | None) -> list | None:
+    """Name, size and mtime of a local model folder's weight, adapter and config files: retrained in place,
+    it differs. None for a hub id."""
+    if not path or not Path(path).is_dir():
+        return None
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(Path(path).iterdir())
+            if f.is_file() and f.suffix in MODEL_FILE_SUFFIXES]
+
+
 def fingerprint(cfg, model_path: str | None) -> str:
     """What decides the pairs: a resumed run must match it, or it starts afresh."""
     m = OmegaConf.to_container(cfg.mine, resolve=True)
     for key in ("checkpoint_every", "name", "pairs_dir", "batch_size"):
         m.pop(key, None)
     body = {"mine": m, "model_path": model_path, "seed": cfg.seed, "v": STATE_VERSION,
-            **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "format", "judge")}}
+            "model_files": model_folder_identity(model_path or cfg.model.name_or_path),
+            **{k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "format", "judge", "model")}}
     body["data"].pop("quarantine", None)
+    body["model"].pop("cache_dir", None)
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -5,22 +5,25 @@ Every step is a stage run in its own folder of the run directory (`<run_dir>/<st
 step before it through config keys (`eval.model_path`, `mine.model_path`, `dpo.sft_model`,
 `dpo.pairs`, `merge.adapters`). After each step the state file `pipeline_state.json` records its
 result and wall time, so a run that stopped (a failure, Ctrl-C) continues from the last finished step:
-`python -m polaris_dpo hydra.run.dir=<that run>`.
+`python -m polaris_dpo <the same overrides> hydra.run.dir=<that run>` (a failed step prints it).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import shlex
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from polaris_dpo import report
 from polaris_dpo.atomic import atomic_write_text
-from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
-from polaris_dpo.redact import scrub
+from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES, STAGES
+from polaris_dpo.redact import redact_overrides, scrub
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,17 @@ SUMMARY_FILE = "pipeline_summary.json"
 
 class StepFailed(RuntimeError):
     """A pipeline step raised: names the step, the reason and how to resume."""
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues this run: its own overrides (credentials redacted) and its folder."""
+    overrides: list[str] = []
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
+    quoted = [shlex.quote(o) for o in redact_overrides(overrides)]
+    return " ".join(["python -m polaris_dpo", *quoted, shlex.quote(f"hydra.run.dir={run_dir}")])
 
 
 def write_json(path: Path, data) -> None:
@@ -82,31 +96,80 @@ class State:
         return self.steps[name]["result"]
 
 
-def is_passthrough(override: str) -> bool:
-    """`sft.trl.x=...` / `dpo.trl.x=...`: a key of a pass-through section, new keys allowed."""
-    return override.partition("=")[0].split(".")[1:2] == ["trl"]
+def is_passthrough(cfg: DictConfig, key: str) -> bool:
+    """A key inside a free-form dict of the schema (`sft.trl`, `dpo.trl`): new keys allowed, values unchecked."""
+    parts = key.split(".")
+    for depth in range(1, len(parts)):
+        node = OmegaConf.select(cfg, ".".join(parts[:depth]), default=None)
+        if not isinstance(node, DictConfig):
+            return False
+        if OmegaConf.get_type(node) is dict:
+            return True
+    return False
 
 
-def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **overrides) -> DictConfig:
-    """The config of one step: the pipeline's own, run in `<run_dir>/<step>/`, with the wiring overrides."""
-    sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+def parse_override(stage: str, override: str) -> tuple[str, str, bool]:
+    """(key, value, adds) of one `pipeline.step_overrides.<stage>` entry; `+key=value` adds a key."""
+    where = f"pipeline.step_overrides.{stage}: {override!r}"
+    key, equals, value = str(override).partition("=")
+    if key.startswith("~"):
+        raise ValueError(f"{where}: deleting a key (~) is not supported in a step override; set it to null instead")
+    if not equals or not key.lstrip("+"):
+        raise ValueError(f"{where}: expected key=value")
+    return key.lstrip("+"), value, key.startswith("+")
+
+
+def apply_override(sub: DictConfig, stage: str, override: str) -> DictConfig:
+    """One step override, checked against the schema (key and type) unless it is in a pass-through section."""
+    where = f"pipeline.step_overrides.{stage}: {override!r}"
+    key, value, adds = parse_override(stage, override)
+    if is_passthrough(sub, key):
+        with open_dict(sub):
+            OmegaConf.update(sub, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+        return sub
+    if adds:
+        raise ValueError(f"{where}: '+' adds a key, which only a pass-through section (sft.trl, dpo.trl) accepts; "
+                         f"drop the '+' to set a key of the config")
+    try:
+        return OmegaConf.merge(sub, OmegaConf.from_dotlist([f"{key}={value}"]))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
+
+
+def build_step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **wiring) -> DictConfig:
+    """The config of one step (schema kept): the pipeline's own with the stage's overrides and the wiring."""
+    sub = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(sub, False)
     OmegaConf.set_struct(sub, True)
     sub.run_dir = str(run_dir / step)
     sub.stage.name = stage
-    step_overrides = list(cfg.pipeline.step_overrides.get(stage) or [])
-    strict = [o for o in step_overrides if not is_passthrough(o)]
-    if strict:
-        sub = OmegaConf.merge(sub, OmegaConf.from_dotlist(strict))
-    with open_dict(sub):  # keys of `<stage>.trl` are TRL's, passed through unchecked (as on the command line)
-        for override in step_overrides:
-            if is_passthrough(override):
-                key, _, value = override.partition("=")
-                OmegaConf.update(sub, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
-    for key, value in overrides.items():
+    for override in cfg.pipeline.step_overrides.get(stage) or []:
+        sub = apply_override(sub, stage, override)
+    for key, value in wiring.items():
         OmegaConf.update(sub, key, value, merge=False)
+    return sub
+
+
+def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **wiring) -> DictConfig:
+    """build_step_cfg, run in `<run_dir>/<step>/` (created)."""
+    sub = build_step_cfg(cfg, run_dir, step, stage, **wiring)
     Path(sub.run_dir).mkdir(parents=True, exist_ok=True)
     return sub
 
+
+def check_step_overrides(cfg: DictConfig, run_dir: Path) -> None:
+    """Every step's config built before the first step runs: an unknown stage, key or a wrong type fails now."""
+    from polaris_dpo.stages import mine
+
+    stages = STAGES[1:]
+    unknown = [name for name in cfg.pipeline.step_overrides if name not in stages]
+    if unknown:
+        raise ValueError(f"pipeline.step_overrides.{unknown[0]}: not a pipeline stage; "
+                         f"expected one of: {', '.join(stages)}")
+    for stage in stages:
+        sub = build_step_cfg(cfg, run_dir, stage, stage)
+        if stage == "mine":
+            mine.check_config(sub.mine)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -119,6 +182,7 @@ def run(cfg: DictConfig) -> dict:
     rounds = int(cfg.pipeline.rounds)
     if rounds < 1:
         raise ValueError(f"pipeline.rounds={rounds}: expected at least 1")
+    check_step_overrides(cfg, run_dir)
     names = step_names(rounds)
     state = State(run_dir, cfg)
 
@@ -201,7 +265,7 @@ def run(cfg: DictConfig) -> dict:
                 raise
             raise StepFailed(
                 f"pipeline step '{name}' ({index}/{len(names)}) failed: {reason}. Finished steps are kept in "
-                f"{state.path}; fix the cause and resume with: python -m polaris_dpo hydra.run.dir={run_dir}"
+                f"{state.path}; fix the cause and resume with: {resume_command(run_dir)}"
             ) from err
         wall = time.monotonic() - t0
         state.record(name, "done", wall, result)
