@@ -361,7 +361,8 @@ def _value_ok(got: Any, want: Any, nested: bool, mode: str) -> bool:
 def _coerced_equal(got: Any, want: Any) -> bool:
     """With check_types off: a scalar written as another JSON type equals the scalar ("3" == 3, "2.0" == 2,
     "true" == True, 3 == "3"); a different number never does."""
-    return _as_scalar(got) is not None and _as_scalar(got) == _as_scalar(want)
+    scalar = _as_scalar(got)
+    return scalar is not None and scalar == _as_scalar(want)
 
 
 def _as_scalar(value: Any) -> tuple | None:

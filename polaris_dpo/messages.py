@@ -17,6 +17,7 @@ Plain Python on purpose: no torch, no transformers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,8 +35,6 @@ SCHEMA_TYPES: dict[str, str | None] = {
 _SCHEMA_CHILD_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 _SCHEMA_CHILD_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_CHILDREN = ("items", "additionalProperties", "not")
-
-
 
 
 class FieldError(ValueError):
@@ -99,7 +98,7 @@ def _normalize_required(schema: dict, out: dict, field: str) -> None:
 def normalize_tool(tool: Any, field: str = "tools[0]") -> dict:
     """One tool definition, bare ({"name", ...}) or wrapped ({"type": "function", "function": {...}})."""
     if isinstance(tool, str):
-        tool = _loads(tool, field)
+        tool = load_json(tool, field)
     if not isinstance(tool, dict):
         raise FieldError(field, f"a tool must be an object, got {type(tool).__name__}")
     if "function" in tool:
@@ -131,7 +130,7 @@ def normalize_tools(tools: Any, field: str = "tools") -> list[dict]:
     if tools is None:
         return []
     if isinstance(tools, str):
-        tools = _loads(tools, field) if tools.strip() else []
+        tools = load_json(tools, field) if tools.strip() else []
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, list):
@@ -149,7 +148,7 @@ def normalize_arguments(arguments: Any, field: str) -> dict:
     if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
         return {}
     if isinstance(arguments, str):
-        arguments = _loads(arguments, field)
+        arguments = load_json(arguments, field)
     if not isinstance(arguments, dict):
         raise FieldError(field, f"arguments must be a JSON object, got {type(arguments).__name__}")
     try:
@@ -162,7 +161,7 @@ def normalize_arguments(arguments: Any, field: str) -> dict:
 def normalize_call(call: Any, field: str) -> dict:
     """One tool call, wrapped ({"function": {...}}) or flat ({"name", "arguments"}), arguments in any form."""
     if isinstance(call, str):
-        call = _loads(call, field)
+        call = load_json(call, field)
     if not isinstance(call, dict):
         raise FieldError(field, f"a call must be an object, got {type(call).__name__}")
     function, where = (call["function"], f"{field}.function") if "function" in call else (call, field)
@@ -243,7 +242,7 @@ def normalize_message(message: Any, field: str = "messages[0]") -> dict:
 def normalize_messages(messages: Any, field: str = "messages") -> list[dict]:
     """A canonical message list; tool results without a name take it from the call they answer."""
     if isinstance(messages, str):
-        messages = _loads(messages, field)
+        messages = load_json(messages, field)
     if not isinstance(messages, list):
         raise FieldError(field, f"must be a list of messages, got {type(messages).__name__}")
     out = [normalize_message(m, f"{field}[{i}]") for i, m in enumerate(messages)]
@@ -333,13 +332,13 @@ def from_storage(obj: Any) -> Any:
             row[key] = normalize_messages(row[key], key)
     for key in _MESSAGE_KEYS:
         if isinstance(row.get(key), (dict, str)):
-            value = _loads(row[key], key) if isinstance(row[key], str) else row[key]
+            value = load_json(row[key], key) if isinstance(row[key], str) else row[key]
             row[key] = normalize_message(value, key)
     if "tools" in row:
         row["tools"] = normalize_tools(row["tools"], "tools")
     for key in _JSON_KEYS:
         if isinstance(row.get(key), str):
-            row[key] = _loads(row[key], key)
+            row[key] = load_json(row[key], key)
     return row
 
 
@@ -391,7 +390,8 @@ def examples(conversation: dict) -> Iterator[dict]:
 
 # ---------------------------------------------------------------- JSON helpers
 
-def _loads(text: str, field: str) -> Any:
+def load_json(text: str, field: str) -> Any:
+    """The JSON value `text` holds, or FieldError naming `field` and why it cannot be read."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -400,6 +400,29 @@ def _loads(text: str, field: str) -> Any:
         raise FieldError(field, f"JSON nested too deeply: {text[:80]!r}") from None
     except ValueError as err:  # an integer longer than Python's digit limit
         raise FieldError(field, f"not usable JSON ({err}): {text[:80]!r}") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate_field(value: Any, field: str = "") -> str | None:
+    """The field (dotted path from `field`) of the first string or key in a decoded JSON value holding a
+    lone UTF-16 surrogate, which UTF-8 cannot encode; None when there is none."""
+    pending = [(value, field)]
+    while pending:  # a loop, not recursion: decoded values may nest as deep as the decoder allows
+        item, where = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return where
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                children += [(key, path), (child, path)]
+            pending.extend(reversed(children))
+        elif isinstance(item, list):
+            pending.extend(reversed([(child, f"{where}[{i}]") for i, child in enumerate(item)]))
+    return None
 
 
 def _is_json_object(text: str) -> bool:

@@ -40,20 +40,18 @@ def precision_args(hardware_cfg) -> dict:
     return {"use_cpu": hardware_cfg.device == "cpu", "bf16": bool(hardware_cfg.bf16), "fp16": bool(hardware_cfg.fp16)}
 
 
+# keys of the sft / dpo sections that are TRL config fields of the same name
+STAGE_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+              "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "max_length",
+              "logging_steps", "save_steps")
+
+
 def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **stage_specific):
     """A TRL config (SFTConfig / DPOConfig): our keys first, then `<stage>.trl` passed through unchanged."""
+    stage_keys = {key: stage_cfg[key] for key in STAGE_KEYS}  # `<stage>.trl` must not set them again
     args = dict(
         output_dir=str(output_dir / "checkpoints"),
-        learning_rate=stage_cfg.learning_rate,
-        num_train_epochs=stage_cfg.num_train_epochs,
-        max_steps=stage_cfg.max_steps,
-        per_device_train_batch_size=stage_cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=stage_cfg.gradient_accumulation_steps,
-        lr_scheduler_type=stage_cfg.lr_scheduler_type,
-        warmup_ratio=stage_cfg.warmup_ratio,
-        max_length=stage_cfg.max_length,
-        logging_steps=stage_cfg.logging_steps,
-        save_steps=stage_cfg.save_steps,
+        **stage_keys,
         save_strategy="steps",
         gradient_checkpointing=bool(cfg.train.gradient_checkpointing),
         seed=cfg.seed,
@@ -67,7 +65,7 @@ def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **sta
     overlap = sorted(set(passthrough) & {"output_dir", "report_to"})
     if overlap:
         raise ValueError(f"{stage}.trl must not set {overlap}: they come from run_dir / wandb")
-    shadowed = sorted(set(passthrough) & set(FIRST_CLASS_KEYS))
+    shadowed = sorted(set(passthrough) & set(stage_keys))
     if shadowed:
         raise ValueError(f"{stage}.trl sets {shadowed}: set {', '.join(f'{stage}.{k}' for k in shadowed)} instead "
                          "(a key has one place)")
@@ -84,11 +82,6 @@ def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **sta
         args["warmup_steps"] = ratio  # transformers 5 reads a float < 1 in warmup_steps as a ratio
     return config_cls(**args)
 
-
-# stage keys trainer_args maps onto the TRL config; `<stage>.trl` must not set them again
-FIRST_CLASS_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                    "gradient_accumulation_steps", "lr_scheduler_type", "warmup_ratio", "max_length",
-                    "logging_steps", "save_steps")
 
 
 def last_checkpoint(output_dir: Path) -> str | None:

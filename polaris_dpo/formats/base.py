@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
+
+from polaris_dpo.messages import lone_surrogate_field
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def make_call(name, arguments) -> dict:
     """A canonical tool call from a decoded name and arguments (a mapping, or a JSON string of one)."""
     if not isinstance(name, str) or not name:
         raise CallSyntaxError(f"call has no function name (got {name!r})")
-    if holds_lone_surrogate(name):
+    if lone_surrogate_field(name) is not None:
         raise CallSyntaxError(f"the function name {name!r} holds a lone UTF-16 surrogate, which is not valid Unicode")
     if arguments is None:
         arguments = {}
@@ -143,29 +144,10 @@ def make_call(name, arguments) -> dict:
             raise CallSyntaxError(f"arguments of {name!r}: {err.reason}", arguments[:200]) from None
     if not isinstance(arguments, dict):
         raise CallSyntaxError(f"arguments of {name!r} must be a JSON object, got {type(arguments).__name__}")
-    if holds_lone_surrogate(arguments):
+    if lone_surrogate_field(arguments) is not None:
         raise CallSyntaxError(f"arguments of {name!r} hold a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
                               "escape), which is not valid Unicode")
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def holds_lone_surrogate(value) -> bool:
-    """Whether a decoded JSON value has a string (key or value, at any depth) with a UTF-16 surrogate code point."""
-    pending = [value]
-    while pending:  # a loop, not recursion: decoded values may nest as deep as the decoder allows
-        item = pending.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
 
 
 def call_from_json(obj, name_key: str = "name", arguments_key: str = "arguments") -> dict:

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from polaris_dpo.messages import FieldError, normalize_conversation
+from polaris_dpo.messages import FieldError, lone_surrogate_field, normalize_conversation
 from polaris_dpo.readers.base import (
     DataFileError,
     RawRow,
@@ -114,7 +114,7 @@ class Reading:
             conversation = normalize_conversation(conversation)
             if not any(m["role"] == "assistant" for m in conversation["messages"]):
                 raise RowError("messages", "no assistant turn: nothing to learn from or predict")
-            bad_text = _unencodable(conversation)
+            bad_text = lone_surrogate_field(conversation)
             if bad_text is not None:
                 raise RowError(bad_text, "holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
                                          "which UTF-8 cannot encode")
@@ -162,28 +162,6 @@ def _rows_of_files(reader: Reader, files: list[Path]) -> Iterator[RawRow]:
         reader.start_file(file)
         # default ids are "<source>:<row>": x.json and x.jsonl in one folder must not share them
         yield from file_rows(file, file.name if stems[file.stem] > 1 else file.stem)
-
-
-def _unencodable(value, field: str = "") -> str | None:
-    """The field of the first string (or key) in `value` that UTF-8 cannot encode, or None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return field or "row"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{field}.{key}" if field else str(key)
-            found = _unencodable(key, where) or _unencodable(item, where)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _unencodable(item, f"{field}[{i}]")
-            if found:
-                return found
-    return None
 
 
 def _reason_kind(reason: str) -> str:

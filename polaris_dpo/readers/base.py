@@ -60,17 +60,6 @@ def require(row: dict, key: str, kind: type | tuple[type, ...] | None = None) ->
     return row[key]
 
 
-def parse_json(text: str, field: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RowError(field, f"not valid JSON ({err.msg} at char {err.pos}): {text[:80]!r}") from None
-    except RecursionError:
-        raise RowError(field, f"JSON nested too deeply: {text[:80]!r}") from None
-    except ValueError as err:  # an integer longer than Python's digit limit
-        raise RowError(field, f"not usable JSON ({err}): {text[:80]!r}") from None
-
-
 # ---------------------------------------------------------------- where rows come from
 
 def data_files(data_cfg) -> list[Path] | None:

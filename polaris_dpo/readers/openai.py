@@ -6,8 +6,9 @@ Rows in this toolkit's storage form (arguments and tools as JSON strings, with `
 
 from __future__ import annotations
 
+from polaris_dpo.messages import load_json
 from polaris_dpo.readers.base import Reader as BaseReader
-from polaris_dpo.readers.base import parse_json, require
+from polaris_dpo.readers.base import require
 
 
 class Reader(BaseReader):
@@ -23,5 +24,5 @@ class Reader(BaseReader):
         for key in ("acceptable", "preferences"):  # rows this toolkit wrote itself (storage form)
             if row.get(key) is not None:
                 value = row[key]
-                conversation[key] = parse_json(value, key) if isinstance(value, str) else value
+                conversation[key] = load_json(value, key) if isinstance(value, str) else value
         return conversation

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 
 from polaris_dpo.formats.base import CallSyntaxError, scan_delimited_calls
+from polaris_dpo.messages import load_json
 from polaris_dpo.readers.base import Reader as BaseReader
-from polaris_dpo.readers.base import RowError, parse_json
+from polaris_dpo.readers.base import RowError
 
 FN_START, FN_END = "<|fn_start|>", "<|fn_end|>"
 SPEAKERS = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -87,7 +88,7 @@ def parse_system(text: str, field: str) -> tuple[list, str]:
     if "## Available Functions" in header:
         listing = header.split("## Available Functions", 1)[1]
         for n, line in enumerate(line for line in listing.splitlines() if line.strip()):
-            tools.append(parse_json(line, f"{field} (function {n})"))
+            tools.append(load_json(line, f"{field} (function {n})"))
     if enabled.group(1) == "disabled" and tools:
         raise RowError(field, "`Functions: disabled` but functions are listed")
     return tools, prompt.lstrip("\r\n")

@@ -9,9 +9,9 @@ right after a `gpt` turn joins that turn. `role` / `content` keys and a `message
 
 from __future__ import annotations
 
-from polaris_dpo.messages import normalize_call
+from polaris_dpo.messages import load_json, normalize_call
 from polaris_dpo.readers.base import Reader as BaseReader
-from polaris_dpo.readers.base import RowError, parse_json, require
+from polaris_dpo.readers.base import RowError, require
 
 ROLES = {
     "human": "user", "user": "user",
@@ -60,7 +60,7 @@ class Reader(BaseReader):
 def _calls(value, field: str) -> list:
     """The calls of a function_call turn, checked here so that a bad one is named by the row's own field."""
     if isinstance(value, str):
-        value = parse_json(value, field)
+        value = load_json(value, field)
     if isinstance(value, list):
         if not value:
             raise RowError(field, "a function_call turn with no call")

@@ -10,9 +10,9 @@ The conversation is the question answered by the right candidate; `preferences` 
 
 from __future__ import annotations
 
-from polaris_dpo.messages import normalize_message
+from polaris_dpo.messages import load_json, normalize_message
 from polaris_dpo.readers.base import Reader as BaseReader
-from polaris_dpo.readers.base import RowError, parse_json, require
+from polaris_dpo.readers.base import RowError, require
 
 KINDS = ("direct", "tool_call", "request_for_info", "cannot_answer")
 
@@ -30,7 +30,7 @@ class Reader(BaseReader):
             if not isinstance(text, str):
                 raise RowError(f"answers.{kind}", "missing required field" if text is None else "must be text")
             if kind == "tool_call":
-                message = {"role": "assistant", "content": None, "tool_calls": [parse_json(text, "answers.tool_call")]}
+                message = {"role": "assistant", "content": None, "tool_calls": [load_json(text, "answers.tool_call")]}
             else:
                 message = {"role": "assistant", "content": text}
             candidates[kind] = normalize_message(message, f"answers.{kind}")

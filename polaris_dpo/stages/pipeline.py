@@ -37,9 +37,9 @@ class StepFailed(RuntimeError):
 
 def resume_command(run_dir: Path) -> str:
     """The command that continues this run: its own overrides (credentials redacted) and its folder."""
-    overrides: list[str] = []
     from hydra.core.hydra_config import HydraConfig
 
+    overrides: list[str] = []
     if HydraConfig.initialized():
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
     quoted = [shlex.quote(o) for o in redact_overrides(overrides)]
