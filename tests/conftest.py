@@ -23,13 +23,19 @@ def tiny_cache(tmp_path_factory) -> Path:
     return cache
 
 
+def tiny_unless_chosen(overrides) -> list[str]:
+    """`model=tiny` (the tests' model) unless the overrides choose a model themselves."""
+    return [] if any(str(o).startswith("model=") for o in overrides) else ["model=tiny"]
+
+
 @pytest.fixture
 def make_cfg(tiny_cache, tmp_path):
     """compose(overrides) as the CLI would, with run_dir in tmp_path and the session's model cache."""
     from polaris_dpo.compose import compose
 
     def _make(*overrides: str, run_dir: Path | None = None):
-        return compose([f"model.cache_dir={tiny_cache}", *overrides], run_dir=str(run_dir or tmp_path / "run"))
+        return compose([*tiny_unless_chosen(overrides), f"model.cache_dir={tiny_cache}", *overrides],
+                       run_dir=str(run_dir or tmp_path / "run"))
 
     return _make
 

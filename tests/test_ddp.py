@@ -25,7 +25,7 @@ def free_port() -> int:
 def torchrun(*args: str, cache) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "POLARIS_DPO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "polaris_dpo", *TINY, "hardware.torch_threads=1", *args]
+           "-m", "polaris_dpo", "model=tiny", *TINY, "hardware.torch_threads=1", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -23,7 +23,7 @@ def glaive():
 def demo(tiny_cache):
     from polaris_dpo.compose import compose
 
-    cfg = compose([f"model.cache_dir={tiny_cache}"], run_dir=None)
+    cfg = compose(["model=tiny", f"model.cache_dir={tiny_cache}"], run_dir=None)
     conversations, counts = readers.read_all(cfg.data)
     train, held_out = readers.split(conversations, cfg.data.eval_fraction, cfg.data.split_seed)
     return conversations, counts, train, held_out
@@ -122,9 +122,8 @@ def test_every_call_fits_in_the_default_jobs_sample_length(demo, tiny_cache):
     from polaris_dpo import formats, models
     from polaris_dpo.compose import compose
 
-    cfg = compose([f"model.cache_dir={tiny_cache}"], run_dir=None)
-    eval_overrides = dict(o.split("=", 1) for o in cfg.pipeline.step_overrides.eval)
-    limit = int(eval_overrides["eval.max_new_tokens"])
+    cfg = compose(["model=tiny", f"model.cache_dir={tiny_cache}"], run_dir=None)
+    limit = int(cfg.eval.max_new_tokens)
     fmt = formats.from_config(cfg.format)
     tokenizer = models.load_tokenizer(models.model_path_for(cfg, fmt), fmt)
     user = {"role": "user", "content": "x"}

@@ -94,7 +94,7 @@ def test_when2call_preferences_become_pairs(make_cfg, tmp_path, shared_data):
         mine.run(make_cfg("stage=mine", "mine.source=when2call", "data=glaive"))
 
 
-TINY = ["model.tiny.hidden_size=64", "model.tiny.intermediate_size=128", "model.tiny.num_hidden_layers=1",
+TINY = ["model=tiny", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128", "model.tiny.num_hidden_layers=1",
         "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=2"]
 
 

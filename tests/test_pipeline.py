@@ -24,13 +24,96 @@ TINY_RUN = [
     step_override("eval"), step_override("mine"),
     "eval.max_prompts=4", "eval.samples_per_prompt=2", "eval.max_new_tokens=8",
     "mine.max_prompts=6", "mine.samples_per_prompt=2", "mine.max_new_tokens=8",
-    "merge.verify_prompts=2",
+    "merge.verify_prompts=2", "pipeline.forgetting.max_prompts=3", "pipeline.forgetting.max_new_tokens=8",
 ]
 
 
 def test_step_names_follow_rounds():
     assert pipeline.step_names(2) == ["model", "sft", "eval_before", "mine_1", "dpo_1", "eval_1",
                                       "mine_2", "dpo_2", "eval_2", "merge", "report"]
+    assert pipeline.step_names(1, forgetting=True) == ["model", "sft", "eval_before", "bfcl_before", "mine_1",
+                                                       "dpo_1", "eval_1", "bfcl_1", "merge", "report"]
+
+
+def test_the_command_line_wins_over_a_step_override(make_cfg, tmp_path):
+    cfg = make_cfg("dpo.beta=0.2", "dpo.trl={}", step_override("dpo", "dpo.beta=0.5", "dpo.learning_rate=0.25",
+                                                               "dpo.trl.ld_alpha=0.5"))
+    cli = {"dpo.beta", "dpo.trl"}
+    dpo_cfg = pipeline.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=cli)
+    assert dpo_cfg.dpo.beta == 0.2  # given on the command line: the step override does not replace it
+    assert dpo_cfg.dpo.learning_rate == 0.25 and dpo_cfg.dpo.trl == {}
+    assert pipeline.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=set()).dpo.beta == 0.5
+
+
+def recipe_keys() -> dict:
+    """Every leaf key the default recipe (conf/stage/pipeline.yaml) sets, with its value."""
+    from omegaconf import OmegaConf
+
+    from polaris_dpo import paths
+
+    recipe = OmegaConf.to_container(OmegaConf.load(Path(paths.CONF_DIR) / "stage" / "pipeline.yaml"))
+    recipe["pipeline"].pop("step_overrides")
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    return dict(leaves(recipe))
+
+
+def other_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, list):
+        return value[:1]
+    if value is None:
+        return 7
+    return {"group_by_length": "padding_free"}.get(value, "eval")
+
+
+def command_line_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(command_line_value(v) for v in value) + "]"
+    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
+        or isinstance(value, bool) else str(value)
+
+
+def test_the_default_recipe_is_real_keys_each_overridable_on_the_command_line():
+    from omegaconf import OmegaConf
+
+    from polaris_dpo.compose import compose
+
+    keys = recipe_keys()
+    assert {"sft.learning_rate", "dpo.beta", "eval.samples_per_prompt", "mine.max_prompts"} <= set(keys)
+    default = compose([])
+    for key, value in keys.items():
+        assert OmegaConf.select(default, key) == value, key
+        new = other_value(value)
+        cfg = compose([f"{key}={command_line_value(new)}"])
+        assert OmegaConf.select(cfg, key) == new, key
+    step_keys = {o.partition("=")[0] for overrides in default.pipeline.step_overrides.values() for o in overrides}
+    assert step_keys == {"model.dtype"}  # the only setting a step changes; the command line wins there too
+    cfg = compose(["model.dtype=float32"])
+    sub = pipeline.build_step_cfg(cfg, Path("/tmp"), "eval_before", "eval", cli_keys={"model.dtype"})
+    assert sub.model.dtype == "float32"
+
+
+def test_the_forgetting_check_scores_the_bundled_bfcl_greedily(make_cfg, tmp_path):
+    from polaris_dpo import readers
+
+    cfg = make_cfg("eval.temperature=0.9", "eval.samples_per_prompt=5")
+    sub = pipeline.build_step_cfg(cfg, tmp_path, "bfcl_before", "eval", cli_keys=set(),
+                                  **pipeline.forgetting_wiring(cfg, "model-dir"))
+    assert sub.eval.temperature == 0.0 and sub.eval.samples_per_prompt == 1 and sub.eval.model_path == "model-dir"
+    conversations, counts = readers.read_all(sub.data, tmp_path)
+    assert counts["quarantined"] == 0 and counts["kept"] == len(conversations) == 120
+    assert {c["source"] for c in conversations} == {"BFCL_v4_simple_python", "BFCL_v4_live_simple",
+                                                    "BFCL_v4_irrelevance"}
 
 
 def test_step_overrides_reach_only_their_stage(make_cfg, tmp_path):
@@ -61,7 +144,11 @@ def test_pipeline_runs_end_to_end_and_resumes(make_cfg, tmp_path, caplog):
         assert summary["samples"][side] == metrics["n"] == 4 * 2
         assert sum(summary[side].values()) == pytest.approx(1.0)
     assert summary["rounds"][0]["rates"] == summary["after"]
-    assert set(summary["step_wall_s"]) == {"model", "sft", "eval_before", "mine_1", "dpo_1", "eval_1", "merge"}
+    assert set(summary["step_wall_s"]) == {"model", "sft", "eval_before", "bfcl_before", "mine_1", "dpo_1", "eval_1",
+                                           "bfcl_1", "merge"}
+    forgetting = summary["forgetting"]
+    assert forgetting["questions"] == 3 and 0 <= forgetting["before"] <= 1 and 0 <= forgetting["after"] <= 1
+    assert "Forgetting check: BFCL" in Path(summary["paths"]["report"]).read_text()
     assert all(t >= 0 for t in summary["step_wall_s"].values())
     paths = summary["paths"]
     assert Path(paths["report"]).is_file() and Path(paths["chart"]).stat().st_size > 0
@@ -76,7 +163,7 @@ def test_pipeline_runs_end_to_end_and_resumes(make_cfg, tmp_path, caplog):
     again = pipeline.run(make_cfg(*TINY_RUN, run_dir=run_dir))
     assert again["before"] == summary["before"] and again["after"] == summary["after"]
     skipped = [r.getMessage() for r in caplog.records if "done in an earlier run" in r.getMessage()]
-    assert len(skipped) == 7
+    assert len(skipped) == 9
     state_after = json.loads((run_dir / pipeline.STATE_FILE).read_text())
     assert state_after["steps"]["sft"] == state_before["steps"]["sft"]
 

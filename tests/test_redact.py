@@ -94,7 +94,7 @@ def test_pair_set_card_hides_a_passed_token(make_cfg, tmp_path):
 def test_no_file_of_a_sweep_holds_a_token_passed_on_the_command_line(tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = subprocess.run(
-        [sys.executable, "-m", "polaris_dpo", "--multirun", "stage=mine", "mine.source=synthetic", "data=glaive",
+        [sys.executable, "-m", "polaris_dpo", "--multirun", "stage=mine", "model=tiny", "mine.source=synthetic", "data=glaive",
          "data.limit=10", "mine.name=a,b", f"mine.pairs_dir={tmp_path}/pairs", f"+sft.trl.hub_token={SECRET}",
          f"hydra.sweep.dir={sweep_dir}"],
         cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=300)

@@ -26,7 +26,7 @@ class ChatML:
 def tiny(tiny_cache):
     from polaris_dpo.compose import compose
 
-    cfg = compose([f"model.cache_dir={tiny_cache}"], run_dir=str(tiny_cache / "run"))
+    cfg = compose(["model=tiny", f"model.cache_dir={tiny_cache}"], run_dir=str(tiny_cache / "run"))
     path = models.resolve_model_path(cfg.model, TOKENS)
     tokenizer = models.load_tokenizer(path)
     return models.load_model(path, cfg.model, cfg.hardware, tokenizer), tokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model.tiny.num_hidden_layers=2", "hardware.torch_threads=1", "train.finetune=full"]
+TINY = ["model=tiny", "model.tiny.num_hidden_layers=2", "hardware.torch_threads=1", "train.finetune=full"]
 DPO_FAST = ["dpo.per_device_train_batch_size=2", "dpo.logging_steps=1", "dpo.max_length=128"]
 
 pytestmark = pytest.mark.slurm

@@ -129,6 +129,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=[PreemptionCallback()])
+    training.readable_head_rows(trainer.model)
     if continue_adapter:
         copy_adapter_into_ref(trainer.model)
     lora = peft_config is not None or continue_adapter

@@ -50,11 +50,21 @@ def write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def step_names(rounds: int) -> list[str]:
-    names = ["model", "sft", "eval_before"]
+def step_names(rounds: int, forgetting: bool = False) -> list[str]:
+    names = ["model", "sft", "eval_before", *(["bfcl_before"] if forgetting else [])]
     for r in range(1, rounds + 1):
-        names += [f"mine_{r}", f"dpo_{r}", f"eval_{r}"]
+        names += [f"mine_{r}", f"dpo_{r}", f"eval_{r}", *([f"bfcl_{r}"] if forgetting else [])]
     return [*names, "merge", "report"]
+
+
+def forgetting_wiring(cfg: DictConfig, model_path: str) -> dict:
+    """The eval settings of a forgetting check: every question of the BFCL folder, greedy, one answer each."""
+    check = cfg.pipeline.forgetting
+    return {"data.reader": "bfcl", "data.root": str(check.root), "data.path": ".", "data.answers": None,
+            "data.eval_fraction": 1.0, "data.limit": None, "data.hub_id": None,
+            "eval.model_path": model_path, "eval.temperature": 0.0, "eval.samples_per_prompt": 1,
+            "eval.max_new_tokens": int(check.max_new_tokens), "eval.max_prompts": check.max_prompts,
+            "eval.predictions": None, "eval.compare_to": None}
 
 
 def config_fingerprint(cfg: DictConfig) -> dict:
@@ -136,14 +146,37 @@ def apply_override(sub: DictConfig, stage: str, override: str) -> DictConfig:
         raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
 
 
-def build_step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **wiring) -> DictConfig:
-    """The config of one step (schema kept): the pipeline's own with the stage's overrides and the wiring."""
+def command_line_keys() -> set[str]:
+    """The config keys the user set on the command line of this run (none outside the CLI)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {o.partition("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
+def set_on_command_line(key: str, keys: set[str]) -> bool:
+    """`key` or a section holding it (`dpo.trl` for `dpo.trl.beta`) was set on the command line."""
+    parts = key.split(".")
+    return any(".".join(parts[:depth]) in keys for depth in range(1, len(parts) + 1))
+
+
+def build_step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, cli_keys: set[str] | None = None,
+                   **wiring) -> DictConfig:
+    """The config of one step (schema kept): the pipeline's own with the stage's overrides and the wiring.
+
+    A step override never replaces a key the user set on the command line: the command line wins."""
     sub = copy.deepcopy(cfg)
     OmegaConf.set_readonly(sub, False)
     OmegaConf.set_struct(sub, True)
     sub.run_dir = str(run_dir / step)
     sub.stage.name = stage
+    cli_keys = command_line_keys() if cli_keys is None else cli_keys
     for override in cfg.pipeline.step_overrides.get(stage) or []:
+        key = parse_override(stage, override)[0]
+        if set_on_command_line(key, cli_keys):
+            log.info("pipeline.step_overrides.%s: %r not applied, %s is set on the command line", stage, override, key)
+            continue
         sub = apply_override(sub, stage, override)
     for key, value in wiring.items():
         OmegaConf.update(sub, key, value, merge=False)
@@ -183,7 +216,7 @@ def run(cfg: DictConfig) -> dict:
     if rounds < 1:
         raise ValueError(f"pipeline.rounds={rounds}: expected at least 1")
     check_step_overrides(cfg, run_dir)
-    names = step_names(rounds)
+    names = step_names(rounds, forgetting=bool(cfg.pipeline.forgetting.root))
     state = State(run_dir, cfg)
 
     def sft_step():
@@ -192,6 +225,10 @@ def run(cfg: DictConfig) -> dict:
 
     def eval_step(step: str, model_path: str):
         result = eval.run(step_cfg(cfg, run_dir, step, "eval", **{"eval.model_path": model_path}))
+        return {**result, "model": model_path}
+
+    def forgetting_step(step: str, model_path: str):
+        result = eval.run(step_cfg(cfg, run_dir, step, "eval", **forgetting_wiring(cfg, model_path)))
         return {**result, "model": model_path}
 
     def mine_step(step: str, model_path: str, r: int):
@@ -227,7 +264,11 @@ def run(cfg: DictConfig) -> dict:
             return sft_step()
         if name == "eval_before":
             return eval_step(name, state.result("sft")["model"])
+        if name == "bfcl_before":
+            return forgetting_step(name, state.result("sft")["model"])
         kind, _, num = name.partition("_")
+        if kind == "bfcl":
+            return forgetting_step(name, state.result(f"dpo_{num}")["model"])
         if kind == "mine":
             return mine_step(name, newest_model(), int(num))
         if kind == "dpo":
@@ -301,6 +342,17 @@ def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds:
     if rounds > 1:
         lines += ["## Each round", "", report.category_table({label: m["categories"] for label, m in measured.items()}),
                   ""]
+    forgetting = forgetting_summary(steps, rounds)
+    if forgetting:
+        lines += ["## Forgetting check: BFCL", "",
+                  f"{forgetting['questions']} BFCL questions ({', '.join(forgetting['by_category'])}), one greedy "
+                  "answer each, in the job's format. Accuracy is the `ok` share.", "",
+                  report.category_table({"before": steps["bfcl_before"]["result"]["metrics"]["categories"],
+                                         f"after ({last})": steps[f"bfcl_{rounds}"]["result"]["metrics"]["categories"]}),
+                  "", "| BFCL category | before | after |", "|---|---|---|"]
+        lines += [f"| {name} | {100 * v['before']:.1f} % | {100 * v['after']:.1f} % |"
+                  for name, v in forgetting["by_category"].items()]
+        lines += [""]
     lines += [f"![failure rates]({chart.name})", "", "## Steps", "", "| step | wall time (s) |", "|---|---|"]
     lines += [f"| {name} | {info['wall_s']:.1f} |" for name, info in steps.items()]
     lines += ["", f"Pair set (last round): `{pairs_path}`  ", f"Merged model: `{merged}`  ",
@@ -321,6 +373,7 @@ def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds:
         "rounds": [{"round": r, "rates": rates(measured[f"round {r}"]), "samples": measured[f"round {r}"]["n"],
                     "pairs": steps[f"mine_{r}"]["result"]["pairs"],
                     "pair_stats": steps[f"mine_{r}"]["result"].get("stats")} for r in range(1, rounds + 1)],
+        "forgetting": forgetting,
         "step_wall_s": {name: info["wall_s"] for name, info in steps.items()},
         "total_wall_s": round(sum(info["wall_s"] for info in steps.values()), 2),
         "paths": {"report": str(report_path), "chart": str(chart), "pairs": pairs_path, "merged_model": merged,
@@ -329,3 +382,24 @@ def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds:
     }
     report.atomic_write_json(run_dir / SUMMARY_FILE, summary)
     return {"report": str(report_path), "summary": str(run_dir / SUMMARY_FILE)}
+
+
+def forgetting_summary(steps: dict[str, dict], rounds: int) -> dict | None:
+    """BFCL accuracy (the `ok` share) before and after, with its interval, overall and per BFCL category."""
+    if "bfcl_before" not in steps:
+        return None
+    before = steps["bfcl_before"]["result"]["metrics"]
+    after = steps[f"bfcl_{rounds}"]["result"]["metrics"]
+
+    def ok(metrics: dict) -> dict:
+        return metrics["categories"]["ok"]
+
+    return {
+        "questions": before["n"],
+        "before": ok(before)["rate"], "after": ok(after)["rate"],
+        "intervals": {"before": [ok(before)["low"], ok(before)["high"]], "after": [ok(after)["low"], ok(after)["high"]]},
+        "by_category": {source.removeprefix("BFCL_v4_"): {
+            "n": entry["n"], "before": entry["categories"]["ok"]["rate"],
+            "after": after["by_source"][source]["categories"]["ok"]["rate"]}
+            for source, entry in before["by_source"].items()},
+    }

@@ -100,6 +100,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, peft_config=peft_config if index == 0 else None,
                              callbacks=[PreemptionCallback()])
+        training.readable_head_rows(trainer.model)
         trainer.train(resume_from_checkpoint=training.resume_from(cfg, phase_dir))
         model = trainer.model
         tracking.finish()
