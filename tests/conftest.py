@@ -24,8 +24,8 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 def tiny_unless_chosen(overrides) -> list[str]:
-    """`model=tiny` (the tests' model) unless the overrides choose a model themselves."""
-    return [] if any(str(o).startswith("model=") for o in overrides) else ["model=tiny"]
+    """`model=tiny` (the tests' model) unless the overrides choose a model or an experiment themselves."""
+    return [] if any(str(o).startswith(("model=", "experiment=")) for o in overrides) else ["model=tiny"]
 
 
 @pytest.fixture

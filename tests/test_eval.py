@@ -109,8 +109,12 @@ def test_bad_predictions_file_names_file_and_line(make_cfg, shared_data, tmp_pat
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "simple_python_0", "text": "x"}\n{"id": "simple_python_1"}\n')
     cfg.eval.predictions = str(bad)
-    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: .*'text'"):
-        eval_stage.run(cfg)
+    result = eval_stage.run(cfg)  # the bad line is quarantined, like a data file's, and the run goes on
+    assert result["metrics"]["n"] == 1
+    quarantine = tmp_path / "simple_python" / cfg.data.quarantine
+    quarantined = [json.loads(line) for line in quarantine.read_text().splitlines()]
+    bad_rows = [q for q in quarantined if q.get("file", "").endswith("bad.jsonl")]
+    assert len(bad_rows) == 1 and bad_rows[0]["line"] == 2 and bad_rows[0]["field"] == "text"
 
 
 def test_predictions_path_does_not_import_torch(shared_data, tmp_path):

@@ -103,6 +103,17 @@ def test_the_default_recipe_is_real_keys_each_overridable_on_the_command_line():
     assert sub.model.dtype == "float32"
 
 
+def test_the_gpu_recipe_sets_every_key_of_the_cpu_recipe():
+    """experiment=polaris_small comes after the default job's recipe: a key it left out would leak in."""
+    from omegaconf import OmegaConf
+
+    from polaris_dpo import paths
+
+    gpu = OmegaConf.load(Path(paths.CONF_DIR) / "experiment" / "polaris_small.yaml")
+    missing = [key for key in recipe_keys() if key != "stage.name" and OmegaConf.select(gpu, key, default="-") == "-"]
+    assert not missing
+
+
 def test_the_forgetting_check_scores_the_bundled_bfcl_greedily(make_cfg, tmp_path):
     from polaris_dpo import readers
 

@@ -19,7 +19,7 @@ def test_unknown_stage_name_is_a_clear_error(make_cfg):
 def test_plus_in_a_passthrough_override_adds_the_key(make_cfg, tmp_path):
     cfg = make_cfg(step_override("sft", "+sft.trl.packing_strategy=bfd", "sft.trl.seed=3"))
     sub = pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
-    assert sub.sft.trl == {"packing_strategy": "bfd", "seed": 3}
+    assert sub.sft.trl == {**cfg.sft.trl, "packing_strategy": "bfd", "seed": 3}
     assert set(sub) == set(cfg)
 
 

@@ -108,3 +108,35 @@ def test_fused_head_reads_the_rows_its_forward_uses(make_cfg, monkeypatch):
     assert torch.allclose(head.weight[ids], original[ids] + 1.0)
     with model.disable_adapter():
         assert torch.equal(model.get_output_embeddings().weight, original)
+
+
+@pytest.mark.slow
+def test_tied_qlora_sft_trains_the_new_tokens_rows(make_cfg, monkeypatch, tmp_path):
+    fmt = use_test_format(monkeypatch)
+    cfg = make_cfg("stage=sft", *TIED, *QUICK, "model.load_in_4bit=true", "sft.max_steps=4",
+                   "sft.learning_rate=1e-2", "sft.per_device_train_batch_size=4")
+    result = sft.run(cfg, conversations=conversations(8))
+    assert result["metrics"]["final_loss"] < result["metrics"]["first_loss"]
+    base, _ = models.load_trained(result["base_model"], cfg, fmt)
+    model, _ = models.load_trained(result["output_dir"], cfg, fmt)
+    ids = token_ids(fmt, result["output_dir"])
+    assert not torch.allclose(model.get_input_embeddings()(ids).float(), base.get_input_embeddings()(ids).float())
+    assert torch.equal(model.get_output_embeddings().weight[ids], model.get_input_embeddings()(ids))
+
+
+def test_new_token_rows_start_from_the_text_they_stand_for(make_cfg, monkeypatch):
+    fmt = use_test_format(monkeypatch)
+    cfg = make_cfg(*TIED)
+    path = models.resolve_model_path(cfg.model, [])  # a base that lacks the format's tokens
+    plain = models.load_model(path, cfg.model, cfg.hardware)
+    known = plain.get_input_embeddings().weight.shape[0]
+    tokenizer = models.load_tokenizer(path, fmt)
+    model = models.load_model(path, cfg.model, cfg.hardware, tokenizer)
+    assert len(tokenizer) > known
+    rows = model.get_input_embeddings().weight
+    token = tokenizer.convert_tokens_to_ids("<tool_call>")
+    pieces = tokenizer(" tool call", add_special_tokens=False).input_ids
+    assert models.token_text("<tool_call>") == "tool call" and models.token_text("<|fn_start|>") == "function start"
+    assert torch.allclose(rows[token], plain.get_input_embeddings().weight[pieces].mean(dim=0))
+    assert torch.equal(model.get_output_embeddings().weight[token], rows[token])  # tied: the head row with it
+    assert torch.equal(rows[:known], plain.get_input_embeddings().weight)

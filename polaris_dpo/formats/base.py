@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from polaris_dpo.messages import lone_surrogate_field
+from polaris_dpo.messages import lone_surrogate_field, normalize_message
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,17 @@ class ParseError:
 
     reason: str  # e.g. "invalid JSON in call 1: Expecting ',' delimiter", "unbalanced <|fn_start|>"
     fragment: str = ""  # the offending piece of text
+
+
+def with_legacy_call(message: dict, field: str = "message") -> dict:
+    """`message` with OpenAI's legacy `function_call` made one of its `tool_calls` (by messages' normaliser,
+    which raises FieldError naming the field when it is not a call); other messages as they are."""
+    return normalize_message(message, field) if message.get("function_call") is not None else message
+
+
+def with_legacy_calls(messages: list[dict]) -> list[dict]:
+    """Every message through `with_legacy_call`, each named by its place for the error."""
+    return [with_legacy_call(m, f"messages[{i}]") for i, m in enumerate(messages)]
 
 
 class ChatFormat:

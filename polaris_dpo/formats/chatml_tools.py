@@ -31,6 +31,8 @@ from polaris_dpo.formats.base import (
     decode_json_at,
     make_call,
     skip_space,
+    with_legacy_call,
+    with_legacy_calls,
 )
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
@@ -83,6 +85,7 @@ class Format(ChatFormat):
     chat_template = TEMPLATE.strip()
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         content = message.get("content") or ""
         parts = ["assistant\n" + content] if content else []
         for call in message.get("tool_calls") or []:
@@ -92,6 +95,7 @@ class Format(ChatFormat):
         return (NEXT.join(parts) if parts else "assistant\n") + IM_END
 
     def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        messages = with_legacy_calls(messages)
         text = IM_START + "system\n" + namespace(tools) + IM_END + "\n" if has_functions(tools) else ""
         for message in messages:
             role = message["role"]

@@ -26,6 +26,7 @@ from polaris_dpo.formats.base import (
     make_call,
     scan_calls,
     skip_space,
+    with_legacy_call,
 )
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
@@ -188,6 +189,7 @@ class Format(ChatFormat):
     # ------------------------------------------------------------ rendering
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         content = message.get("content") or ""
         calls = message.get("tool_calls") or []
         if self.version == "v1":
@@ -226,7 +228,7 @@ class Format(ChatFormat):
             for tool in tools or []:
                 if tool.get("type") == "code_interpreter":
                     parts.append(FROM + "system\n" + RECIPIENT + "all\n" + CONTENT + PYTHON_PROMPT)
-        parts += [self._render_message(m) for m in messages]
+        parts += [self._render_message(with_legacy_call(m, f"messages[{i}]")) for i, m in enumerate(messages)]
         if add_generation_prompt:
             parts.append("assistant:\n" if self.version == "v1" else FROM + "assistant\n" + RECIPIENT)
         return "\n".join(parts)

@@ -28,6 +28,8 @@ from polaris_dpo.formats.base import (
     jinja_literal,
     jinja_split_system,
     scan_delimited_calls,
+    with_legacy_call,
+    with_legacy_calls,
 )
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -169,6 +171,7 @@ class Format(ChatFormat):
         return lead + "\n".join(TOOL_CALL + "\n" + call + "\n" + TOOL_CALL_END for call in calls)
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         if self.custom:  # what the template adds after its generation prompt
             prompt = [{"role": "user", "content": "x"}]
             before = self._render_jinja(prompt, None, True)
@@ -182,6 +185,7 @@ class Format(ChatFormat):
         return (message.get("content") or "") + self._calls_text(message) + IM_END
 
     def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        messages = with_legacy_calls(messages)
         if self.custom:
             return self._render_jinja(messages, tools, add_generation_prompt)
         system, rest = "", messages

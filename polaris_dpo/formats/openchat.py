@@ -17,6 +17,8 @@ from polaris_dpo.formats.base import (
     function_of,
     jinja_split_system,
     scan_delimited_calls,
+    with_legacy_call,
+    with_legacy_calls,
 )
 
 EOT, CALL = "<|end_of_turn|>", "<functioncall>"
@@ -72,6 +74,7 @@ class Format(ChatFormat):
     chat_template = TEMPLATE.strip()
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         content = message.get("content") or ""
         parts = [content] if content else []
         for call in message.get("tool_calls") or []:
@@ -82,6 +85,7 @@ class Format(ChatFormat):
         return " " + "\n".join(parts) + EOT
 
     def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        messages = with_legacy_calls(messages)
         system, rest = "", messages
         if messages and messages[0]["role"] == "system":
             system, rest = messages[0].get("content") or "", messages[1:]

@@ -34,6 +34,8 @@ from polaris_dpo.formats.base import (
     jinja_literal,
     jinja_split_system,
     scan_delimited_calls,
+    with_legacy_call,
+    with_legacy_calls,
 )
 
 IM_START, IM_END, FN_START, FN_END = "<|im_start|>", "<|im_end|>", "<|fn_start|>", "<|fn_end|>"
@@ -111,10 +113,12 @@ class Format(ChatFormat):
         return FN_START + '{"name": ' + dumps(function["name"]) + ', "arguments": ' + encoded + "}" + FN_END
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         calls = "".join(self.render_call(call) for call in message.get("tool_calls") or [])
         return (message.get("content") or "") + calls + IM_END
 
     def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        messages = with_legacy_calls(messages)
         system, rest = "", messages
         if messages and messages[0]["role"] == "system":
             system, rest = messages[0].get("content") or "", messages[1:]

@@ -24,6 +24,8 @@ from polaris_dpo.formats.base import (
     jinja_literal,
     jinja_split_system,
     scan_calls,
+    with_legacy_call,
+    with_legacy_calls,
 )
 
 EOS = "</s>"
@@ -124,6 +126,7 @@ class Format(ChatFormat):
     context_prompt = staticmethod(context_prompt)
 
     def render_assistant(self, message: dict) -> str:
+        message = with_legacy_call(message)
         content = message.get("content") or ""
         parts = [content] if content else []
         for call in message.get("tool_calls") or []:
@@ -133,6 +136,7 @@ class Format(ChatFormat):
         return " " + "\n".join(parts) + EOS
 
     def render(self, messages, tools=None, add_generation_prompt=False) -> str:
+        messages = with_legacy_calls(messages)
         system, rest = DEFAULT_SYSTEM, messages
         if messages and messages[0]["role"] == "system":
             system, rest = messages[0].get("content") or "", messages[1:]

@@ -4,9 +4,11 @@
 
 1. read the configured data; the held-out conversations (`data.eval_fraction`), cut into examples;
 2. texts: `eval.predictions` (JSONL of {"id", "text"}, matched by example id, or by conversation id
-   where a conversation has one example, e.g. BFCL; no model, no torch) or `eval.samples_per_prompt`
-   samples at `eval.temperature` from `eval.model_path` (adapter or model) or the base model;
-3. judge every text; write metrics.json, verdicts.jsonl, report.md, categories.png; log to wandb.
+   where a conversation has one example, e.g. BFCL; rows that cannot be used go to the run's quarantine
+   file, as unusable data rows do; no model, no torch) or `eval.samples_per_prompt` samples at
+   `eval.temperature` from `eval.model_path` (adapter or model) or the base model;
+3. judge every text; write metrics.json, verdicts.jsonl, report.md, categories.png; log to wandb. Failed
+   samples that are calls in another format's syntax get one warning naming that format.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from polaris_dpo import formats, messages, readers, report, tracking
+from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
 from polaris_dpo.judge import JudgeOptions, expected_calls, judge
 
@@ -31,19 +34,27 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     options = JudgeOptions.from_config(cfg.judge)
     if cfg.eval.predictions:
         examples = load_examples(cfg, out, held_out_only=False)
-        samples, unmatched = read_predictions(cfg.eval.predictions, examples)
+        quarantine = out / (cfg.data.get("quarantine") or "quarantine.jsonl")
+        samples, unmatched, counts = read_predictions(cfg.eval.predictions, examples, quarantine)
         settings = {"predictions": str(cfg.eval.predictions)}
     else:
         examples = load_examples(cfg, out, held_out_only=True)
-        samples, unmatched = sample_model(cfg, fmt, examples, model_path or cfg.eval.model_path), []
+        samples = sample_model(cfg, fmt, examples, model_path or cfg.eval.model_path)
+        unmatched, counts = [], None
         settings = {"model": str(model_path or cfg.eval.model_path or cfg.model.name_or_path),
                     "samples_per_prompt": 1 if cfg.eval.temperature <= 0 else cfg.eval.samples_per_prompt,
                     "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "seed": cfg.seed}
     verdicts = judge_samples(samples, fmt, options)
+    warn_other_call_syntax(verdicts, fmt)
     metrics = compute_metrics(verdicts)
     metrics.update(settings=settings, prompts=len({v["id"] for v in verdicts}),
                    unmatched_predictions=len(unmatched),
                    examples_without_prediction=len(examples) - len({v["id"] for v in verdicts}))
+    if counts is not None:
+        metrics["predictions"] = counts
+        if metrics["examples_without_prediction"]:
+            log.warning("eval: %d of %d example(s) have no prediction in %s and are not scored",
+                        metrics["examples_without_prediction"], len(examples), cfg.eval.predictions)
     before = load_previous(cfg.eval.compare_to) if cfg.eval.compare_to else None
     paths = write_outputs(out, metrics, verdicts, before, cfg.eval.worst_examples)
     tracking.log_metrics(cfg, flat_metrics(metrics), "eval")
@@ -67,39 +78,113 @@ def load_examples(cfg, out: Path, held_out_only: bool) -> list[dict]:
     return examples
 
 
-def read_predictions(path: str, examples: list[dict]) -> tuple[list[tuple[dict, str]], list[str]]:
-    """[(example, text)] in file order, and the ids of predictions that match no example.
+def read_predictions(path: str, examples: list[dict], quarantine: Path | None = None) \
+        -> tuple[list[tuple[dict, str]], list[str], dict]:
+    """[(example, text)] in file order, the ids of predictions that match no example, and the counts.
 
-    An id is an example id (`conv#turn`) or a conversation id whose conversation has one example.
-    Several rows with one id are several samples of that prompt.
+    An id is an example id (`conv#turn`) or a conversation id whose conversation has one example. Several
+    samples of one prompt carry distinct `sample` values (as verdicts.jsonl does). A row that cannot be used
+    (not JSON, no id or text, an id and sample read before, an id that matches no example) is appended to
+    `quarantine` with its file, line and reason, as the readers do; counts: read == used + quarantined.
     """
+    by_id = _prediction_ids(examples)
+    samples, unmatched, rejected = [], [], []
+    first_line: dict[tuple, int] = {}  # (example id, sample) -> line where it was read
+    read = 0
+    for line_number, row, problem in _prediction_rows(path):
+        read += 1
+        if problem is None:
+            example = by_id.get(str(row["id"]))
+            key = (example["id"], str(row.get("sample"))) if example else None
+            if example is None:
+                unmatched.append(str(row["id"]))
+                problem = ("id", f"id {row['id']!r} matches no example")
+            elif key in first_line:
+                what = f"id {row['id']!r}" + (f" sample {row['sample']!r}" if "sample" in row else "")
+                problem = ("id", f"duplicate {what}: already read at line {first_line[key]}")
+            else:
+                first_line[key] = line_number
+                samples.append((example, row["text"]))
+        if problem is not None:
+            rejected.append({"file": str(path), "row": line_number - 1, "line": line_number,
+                             "field": problem[0], "reason": problem[1]})
+    _append_quarantine(quarantine, rejected)
+    counts = {"read": read, "used": len(samples), "quarantined": len(rejected)}
+    if unmatched:
+        log.warning("eval: %d prediction(s) match no example, e.g. %s", len(unmatched), unmatched[:3])
+    where = f" (quarantine: {quarantine})" if quarantine is not None and rejected else ""
+    log.log(logging.WARNING if rejected else logging.INFO, "eval.predictions=%s: read %d, used %d, "
+            "quarantined %d%s", path, read, len(samples), len(rejected), where)
+    if not samples:
+        raise _no_predictions(path, read, rejected, quarantine, examples[0]["id"])
+    return samples, unmatched, counts
+
+
+def _no_predictions(path: str, read: int, rejected: list[dict], quarantine: Path | None,
+                    example_id: str) -> ValueError:
+    """The error of a predictions file none of whose rows can be used: the first reason, where all are."""
+    expected = f'rows are {{"id": ..., "text": ...}}; example ids look like {example_id!r}'
+    if not rejected:
+        return ValueError(f"eval.predictions: {path} holds no predictions ({expected})")
+    first = rejected[0]
+    reason = first["reason"] if first["field"] == "row" else \
+        f"line {first['line']}, {first['field']}: {first['reason']}"
+    where = f"; every row's reason is in {quarantine}" if quarantine is not None else ""
+    return ValueError(f"eval.predictions: none of the {read} row(s) of {path} can be used "
+                      f"({reason}{where}; {expected})")
+
+
+def _prediction_ids(examples: list[dict]) -> dict[str, dict]:
+    """Example by id: its own id, and its conversation's id where the conversation has one example."""
     by_id = {example["id"]: example for example in examples}
     per_conversation = Counter(example["conversation_id"] for example in examples)
     for example in examples:
         if per_conversation[example["conversation_id"]] == 1:
             by_id.setdefault(example["conversation_id"], example)
-    samples, unmatched = [], []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line_number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}, line {line_number}: field 'id' and string field 'text' are required")
-            example = by_id.get(str(row["id"]))
-            if example is None:
-                unmatched.append(str(row["id"]))
-            else:
-                samples.append((example, row["text"]))
-    if unmatched:
-        log.warning("eval: %d prediction(s) match no example, e.g. %s", len(unmatched), unmatched[:3])
-    if not samples:
-        raise ValueError(f"{path}: no prediction id matches an example of the data "
-                         f"(first ids: {unmatched[:3]}; example ids look like {examples[0]['id']!r})")
-    return samples, unmatched
+    return by_id
+
+
+def _prediction_rows(path: str):
+    """(line number, row, problem) for each non-blank line: problem is (field, reason) for a row that is
+    not a JSON object with an `id` and a string `text`, else None."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"eval.predictions: {path} is not a file")
+    with open(path, encoding="utf-8-sig") as handle:
+        try:
+            for line_number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    reason = f"line {line_number} is not valid JSON ({err.msg} at column {err.colno})"
+                    yield line_number, None, ("row", reason)
+                    continue
+                except (ValueError, RecursionError) as err:
+                    yield line_number, None, ("row", f"line {line_number} is not usable JSON ({err})")
+                    continue
+                if not isinstance(row, dict):
+                    yield line_number, None, ("row", f"line {line_number} is a JSON {type(row).__name__}, "
+                                                     "not an object")
+                elif row.get("id") is None:
+                    yield line_number, row, ("id", "missing required field")
+                elif row.get("text") is None:
+                    yield line_number, row, ("text", "missing required field")
+                elif not isinstance(row["text"], str):
+                    yield line_number, row, ("text", f"must be a string, got {type(row['text']).__name__}")
+                else:
+                    yield line_number, row, None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"eval.predictions: {path} is not UTF-8 text "
+                             f"({err.reason} at byte {err.start})") from None
+
+
+def _append_quarantine(path: Path | None, rows: list[dict]) -> None:
+    """Add `rows` to the run's quarantine file (the readers' rows, if any, stay first)."""
+    if path is None or not rows:
+        return
+    before = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, before + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def sample_model(cfg, fmt, examples: list[dict], model_path: str | None) -> list[tuple[dict, str]]:
@@ -140,6 +225,47 @@ def judge_samples(samples: list[tuple[dict, str]], fmt, options: JudgeOptions) -
                      "expects_call": bool(expected_calls(example)), "text": text})
         sample_index[example["id"]] += 1
     return rows
+
+
+# Call syntaxes a failed sample is tried in: (name for the hint, overrides that choose it, format, options).
+CALL_SYNTAXES = (
+    ("polaris", "format=polaris", "polaris", {}),
+    ("functionary", "format=functionary", "functionary", {"version": "v2"}),
+    ("functionary v1", "format=functionary format.version=v1", "functionary", {"version": "v1"}),
+    ("chatml_tools", "format=chatml_tools", "chatml_tools", {}),
+    ("openchat", "format=openchat", "openchat", {}),
+    ("vicuna", "format=vicuna", "vicuna", {}),
+    ("native (hermes)", "format=native", "native", {"call_syntax": "hermes"}),
+    ("native (mistral)", "format=native format.call_syntax=mistral", "native", {"call_syntax": "mistral"}),
+)
+
+
+def other_call_syntaxes(rows: list[dict], fmt) -> Counter:
+    """How many missed_call / malformed_call samples parse as calls in another format's syntax, by syntax."""
+    failed = [row for row in rows if row["category"] in ("missed_call", "malformed_call")]
+    others = [(label, choice, formats.get(name, **options)) for label, choice, name, options in CALL_SYNTAXES
+              if failed and not _same_syntax(fmt, name, options)]
+    found: Counter = Counter()
+    for row in failed:
+        for label, choice, other in others:
+            parsed = other.parse(row["text"])
+            if parsed.get("tool_calls") and "parse_error" not in parsed:
+                found[(label, choice)] += 1
+    return found
+
+
+def _same_syntax(fmt, name: str, options: dict) -> bool:
+    """Whether `fmt` writes calls as format `name` with `options` does."""
+    return fmt.name == name and all(getattr(fmt, key, None) == value for key, value in options.items())
+
+
+def warn_other_call_syntax(rows: list[dict], fmt) -> None:
+    """One warning when failed samples are calls in another format's syntax: the format is likely mis-set."""
+    found = other_call_syntaxes(rows, fmt)
+    if found:
+        (label, choice), count = found.most_common(1)[0]
+        log.warning("eval: %d missed_call / malformed_call sample(s) look like calls in format=%s syntax, "
+                    "not format=%s; did you mean %s?", count, label, fmt.name, choice)
 
 
 def _categories(rows: list[dict]) -> dict:
@@ -223,6 +349,10 @@ def render_report(metrics: dict, rows: list[dict], before: dict | None, worst: i
     if metrics.get("unmatched_predictions") or metrics.get("examples_without_prediction"):
         lines += [f"{metrics['unmatched_predictions']} prediction(s) matched no example; "
                   f"{metrics['examples_without_prediction']} example(s) had no prediction.", ""]
+    predictions = metrics.get("predictions") or {}
+    if predictions.get("quarantined"):
+        lines += [f"{predictions['quarantined']} of {predictions['read']} prediction row(s) could not be "
+                  "used: see the run's quarantine file.", ""]
     lines += ["## Worst examples per failure category", ""]
     for category in FAILURE_CATEGORIES:
         examples = worst_examples(rows, category, worst)
