@@ -29,7 +29,9 @@ from polaris_dpo.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
+# float32 folding error grows with depth: 1.1e-4 measured on SmolLM2-135M (30 layers, logits up to ~30) with
+# top-1 agreement 100 %; a lost or random row moves logits by whole units
+DEFAULT_TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
 TRAINING_RECORD = "training.json"
 VERIFICATION_RECORD = "verification.json"
 
