@@ -108,7 +108,7 @@ class LoraConfig:
 @dataclass
 class SpectrumConfig:
     top_fraction: float = 0.0  # train only this share of each module type, ranked by SNR (0: Spectrum off)
-    apply: str = "full"  # full: fine-tune the chosen modules fully | lora: put LoRA only on them
+    apply: str = "auto"  # auto: as train.finetune | full: fine-tune the chosen modules fully | lora: put LoRA only on them
     cache_dir: str = "${model.cache_dir}/spectrum"  # scans are cached per model here
 
 
@@ -266,5 +266,56 @@ class Config:
     run_dir: str = "${hydra:runtime.output_dir}"  # where this run writes everything
 
 
+PASSTHROUGH = ("sft.trl", "dpo.trl")  # sections that take any TRL config field, without a leading '+'
+
+
+def schema():
+    """The schema as Hydra composes onto it: struct everywhere but the pass-through sections."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(Config)
+    for section in PASSTHROUGH:
+        OmegaConf.set_struct(OmegaConf.select(node, section), False)
+    return node
+
+
 def register() -> None:
-    ConfigStore.instance().store(name="polaris_dpo_schema", node=Config)
+    ConfigStore.instance().store(name="polaris_dpo_schema", node=schema())
+
+
+def declared_section(node):
+    """The schema of an optional section whose default is None (e.g. `model.tiny`), or None."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    ref = node._metadata.ref_type
+    classes = [a for a in (getattr(ref, "__args__", None) or (ref,)) if dataclasses.is_dataclass(a)]
+    return OmegaConf.structured(classes[0]) if classes else None
+
+
+def check_known_keys(cfg) -> None:
+    """Every key of the composed config is declared in the schema: a key added with '+' (`+sft.max_step=3`)
+    is refused as a typo would be; free-form sections (`sft.trl`, `format.config_options`, ...) take any key."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    def walk(node, declared, prefix: str) -> None:
+        if not isinstance(node, DictConfig) or not isinstance(declared, DictConfig):
+            return
+        if declared._is_none():  # an optional section, unset in the schema (`model.tiny`)
+            declared = declared_section(declared)
+            if declared is None:
+                return
+        if OmegaConf.get_type(declared) is dict:  # a free-form dict of the schema
+            return
+        for key in node:
+            name = f"{prefix}{key}"
+            if key not in declared:
+                close = difflib.get_close_matches(str(key), [str(k) for k in declared], n=1)
+                hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+                raise ValueError(f"{name}: not a key of the config{hint}; only {', '.join(PASSTHROUGH)} take new keys")
+            walk(node._get_node(key), declared._get_node(key), f"{name}.")
+
+    walk(cfg, OmegaConf.structured(Config), "")

@@ -47,9 +47,38 @@ STAGE_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_trai
               "logging_steps", "save_steps")
 
 
+# TRL fields that other config keys set: a `<stage>.trl` entry for one of them names the key to use instead
+SET_ELSEWHERE = {"seed": "seed", "bf16": "hardware.bf16", "fp16": "hardware.fp16", "use_cpu": "hardware.device",
+                 "gradient_checkpointing": "train.gradient_checkpointing", "output_dir": "run_dir",
+                 "report_to": "wandb.mode", "run_name": "wandb (the run's name)"}
+STAGE_SPECIFIC = {"sft": ("assistant_only_loss", "packing", "neftune_noise_alpha"),
+                  "dpo": ("beta", "loss_type", "loss_weights", "label_smoothing", "precompute_ref_log_probs")}
+
+
+def check_passthrough(config_cls, stage_cfg, stage: str) -> dict:
+    """`<stage>.trl` as a dict, checked before any model loads: every key is a field of the TRL config
+    class, and none is set by another key of ours (`dpo.trl.beta`: set `dpo.beta`)."""
+    import dataclasses
+    import difflib
+
+    passthrough = plain(stage_cfg.trl) or {}
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in sorted(passthrough):
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {stage}.trl.{close[0]}?)" if close else ""
+            raise ValueError(f"{stage}.trl.{key}: not a field of trl.{config_cls.__name__}{hint}")
+        ours = (f"{stage}.{key}" if key in STAGE_KEYS or key in STAGE_SPECIFIC.get(stage, ())
+                else SET_ELSEWHERE.get(key))
+        if ours:
+            raise ValueError(f"{stage}.trl.{key}: set {ours} instead (a key has one place)")
+    return passthrough
+
+
 def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **stage_specific):
     """A TRL config (SFTConfig / DPOConfig): our keys first, then `<stage>.trl` passed through unchanged."""
     stage_keys = {key: stage_cfg[key] for key in STAGE_KEYS}  # `<stage>.trl` must not set them again
+    passthrough = check_passthrough(config_cls, stage_cfg, stage)
     args = dict(
         output_dir=str(output_dir / "checkpoints"),
         **stage_keys,
@@ -62,14 +91,6 @@ def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **sta
         **precision_args(cfg.hardware),
         **stage_specific,
     )
-    passthrough = plain(stage_cfg.trl) or {}
-    overlap = sorted(set(passthrough) & {"output_dir", "report_to"})
-    if overlap:
-        raise ValueError(f"{stage}.trl must not set {overlap}: they come from run_dir / wandb")
-    shadowed = sorted(set(passthrough) & set(stage_keys))
-    if shadowed:
-        raise ValueError(f"{stage}.trl sets {shadowed}: set {', '.join(f'{stage}.{k}' for k in shadowed)} instead "
-                         "(a key has one place)")
     token = passthrough.pop("hub_token", None)
     if token:
         # the trainer pickles its arguments into every checkpoint: the token goes through the
@@ -196,9 +217,20 @@ def check_finetune(cfg) -> str:
         raise ValueError(f"train.finetune={finetune!r}: expected lora | full")
     if finetune == "full" and cfg.model.load_in_4bit:
         raise ValueError("train.finetune=full cannot train a 4-bit base: use train.finetune=lora (QLoRA)")
-    if cfg.train.spectrum.top_fraction and cfg.train.spectrum.apply not in ("full", "lora"):
-        raise ValueError(f"train.spectrum.apply={cfg.train.spectrum.apply!r}: expected full | lora")
+    spectrum_apply(cfg)
     return finetune
+
+
+def spectrum_apply(cfg) -> str:
+    """How Spectrum's chosen modules train: `train.spectrum.apply`, where auto follows `train.finetune`."""
+    apply, finetune = cfg.train.spectrum.apply, cfg.train.finetune
+    if apply not in ("auto", "full", "lora"):
+        raise ValueError(f"train.spectrum.apply={apply!r}: expected auto | full | lora")
+    if apply == "auto":
+        return finetune
+    if cfg.train.spectrum.top_fraction and apply != finetune:
+        raise ValueError(f"train.spectrum.apply={apply} needs train.finetune={apply} (or train.spectrum.apply=auto)")
+    return apply
 
 
 def prepare_for_kbit(cfg, model):
@@ -224,13 +256,10 @@ def new_trainable(cfg, model, tokenizer, fmt, output_dir: Path, model_id: str):
     if cfg.train.spectrum.top_fraction:
         chosen = spectrum.select(model, cfg.train.spectrum, model_id=model_id, output_dir=output_dir)
     if finetune == "full":
-        if chosen is not None and cfg.train.spectrum.apply == "full":
+        if chosen is not None:
             spectrum.freeze_all_but(model, chosen)
         return model, None
-    targets = chosen if chosen is not None and cfg.train.spectrum.apply == "lora" else None
-    if chosen is not None and cfg.train.spectrum.apply == "full":
-        raise ValueError("train.spectrum.apply=full needs train.finetune=full (with LoRA use apply=lora)")
-    return model, lora_config(cfg, model, tokenizer, fmt, targets)
+    return model, lora_config(cfg, model, tokenizer, fmt, chosen)
 
 
 def trainable_summary(model) -> dict:

@@ -102,3 +102,37 @@ def test_every_config_field_has_a_comment():
                 if isinstance(stmt, ast.AnnAssign):
                     line = source[stmt.lineno - 1]
                     assert "#" in line, f"{node.name}.{stmt.target.id} has no comment"
+
+
+def test_a_key_added_with_plus_is_refused_like_a_typo(make_cfg):
+    from polaris_dpo.config import check_known_keys
+
+    with pytest.raises(ValueError, match=r"sft\.max_step: not a key.*did you mean sft\.max_steps"):
+        check_known_keys(make_cfg("+sft.max_step=3"))
+    with pytest.raises(ValueError, match=r"model\.tiny\.hidden: not a key"):
+        check_known_keys(make_cfg("+model.tiny.hidden=3"))
+    check_known_keys(make_cfg("+format.config_options.Date=2026-11-30"))  # a free-form section
+
+
+def test_a_typo_with_plus_stops_the_cli_before_any_work(tmp_path):
+    result = run_cli("stage=sft", "model=tiny", "+sft.max_step=3", f"hydra.run.dir={tmp_path}")
+    assert result.returncode != 0 and "sft.max_step: not a key" in result.stderr
+    assert not (tmp_path / "sft").exists()
+
+
+def test_passthrough_sections_take_trl_fields_without_plus_and_refuse_others(make_cfg):
+    from trl import DPOConfig, SFTConfig
+
+    from polaris_dpo import training
+
+    cfg = make_cfg("sft.trl.packing_strategy=bfd", "dpo.trl.ld_alpha=0.5")
+    assert cfg.sft.trl.packing_strategy == "bfd" and cfg.dpo.trl.ld_alpha == 0.5
+    assert training.check_passthrough(SFTConfig, cfg.sft, "sft")["packing_strategy"] == "bfd"
+    with pytest.raises(ValueError, match=r"sft\.trl\.packing_strategie: not a field of trl\.SFTConfig.*packing_strategy"):
+        training.check_passthrough(SFTConfig, make_cfg("sft.trl.packing_strategie=bfd").sft, "sft")
+    for key, ours in (("dpo.trl.beta=0.3", "dpo.beta"), ("dpo.trl.seed=1", "seed"), ("dpo.trl.bf16=true", "hardware.bf16"),
+                      ("dpo.trl.learning_rate=0.1", "dpo.learning_rate")):
+        with pytest.raises(ValueError, match=rf"set {ours} instead"):
+            training.check_passthrough(DPOConfig, make_cfg(key).dpo, "dpo")
+    with pytest.raises(ValueError, match=r"set sft\.packing instead"):
+        training.check_passthrough(SFTConfig, make_cfg("sft.trl.packing=true").sft, "sft")

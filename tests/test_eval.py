@@ -172,3 +172,15 @@ def test_undefined_rate_renders_as_a_dash_in_tables():
     table = report.category_table({"before": {"ok": undefined}, "after": {"ok": report.rate_with_interval(1, 2)}})
     assert table.splitlines()[-1] == "| `ok` | - | 50.0% [9.5%, 90.5%] (1/2) | - |"
     assert report.format_rate(report.rate_with_interval(1, 4)) == "25.0% of 4"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("eval.samples_per_prompt=0", "eval.samples_per_prompt=0: at least 1"),
+    ("eval.max_prompts=0", "eval.max_prompts=0"),
+    ("eval.temperature=-1", "eval.temperature=-1"),
+    ("eval.top_p=0", "eval.top_p=0"),
+])
+def test_value_ranges_are_checked_before_anything_is_read(make_cfg, tmp_path, override, message):
+    cfg = make_cfg("stage=eval", override, "data.path=/nonexistent.jsonl")
+    with pytest.raises(ValueError, match=message):
+        eval_stage.run(cfg)

@@ -64,3 +64,12 @@ def test_spectrum_lora_targets_only_chosen(make_cfg, monkeypatch, tmp_path):
     _, peft_config = training.new_trainable(cfg, model, tokenizer, fmt, tmp_path, path)
     chosen = json.loads((tmp_path / "spectrum.json").read_text())["chosen"]
     assert sorted(peft_config.target_modules) == sorted(chosen)
+
+
+def test_turning_spectrum_on_works_with_every_other_default(make_cfg):
+    from polaris_dpo import training
+
+    assert training.spectrum_apply(make_cfg("train.spectrum.top_fraction=0.5")) == "lora"  # finetune=lora
+    assert training.spectrum_apply(make_cfg("train.spectrum.top_fraction=0.5", "train.finetune=full")) == "full"
+    with pytest.raises(ValueError, match="train.spectrum.apply=full needs train.finetune=full"):
+        training.check_finetune(make_cfg("train.spectrum.top_fraction=0.5", "train.spectrum.apply=full"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from polaris_dpo.config import STAGES
+from polaris_dpo.config import STAGES, check_known_keys
 
 
 class StageNotBuilt(RuntimeError):
@@ -14,5 +14,6 @@ class StageNotBuilt(RuntimeError):
 def run_stage(name: str, cfg) -> dict:
     if name not in STAGES:
         raise ValueError(f"stage.name={name!r} is not a stage; expected one of: {', '.join(STAGES)}")
+    check_known_keys(cfg)
     module = importlib.import_module(f"polaris_dpo.stages.{name}")
     return module.run(cfg)

@@ -88,6 +88,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
+    training.check_passthrough(DPOConfig, cfg.dpo, "dpo")
     fmt = training.load_format(cfg)
     out = Path(output_dir or Path(cfg.run_dir) / cfg.dpo.output)
     out.mkdir(parents=True, exist_ok=True)

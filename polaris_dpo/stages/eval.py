@@ -26,8 +26,22 @@ from polaris_dpo.judge import JudgeOptions, expected_calls, judge
 log = logging.getLogger(__name__)
 
 
+def check_config(e) -> None:
+    """Value ranges of the eval section, checked before anything is read or loaded."""
+    for key in ("samples_per_prompt", "max_new_tokens", "batch_size"):
+        if e[key] < 1:
+            raise ValueError(f"eval.{key}={e[key]}: at least 1")
+    if e.max_prompts is not None and e.max_prompts < 1:
+        raise ValueError(f"eval.max_prompts={e.max_prompts}: at least 1, or null for every held-out prompt")
+    if e.temperature < 0:
+        raise ValueError(f"eval.temperature={e.temperature}: at least 0 (0: greedy)")
+    if not 0.0 < e.top_p <= 1.0:
+        raise ValueError(f"eval.top_p={e.top_p}: in (0, 1]")
+
+
 def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None) -> dict:
     """Evaluate; `output_dir` defaults to the run directory, `model_path` to `eval.model_path`."""
+    check_config(cfg.eval)
     out = Path(output_dir or cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     fmt = formats.from_config(cfg.format)

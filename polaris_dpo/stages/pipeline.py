@@ -192,7 +192,7 @@ def step_cfg(cfg: DictConfig, run_dir: Path, step: str, stage: str, **wiring) ->
 
 def check_step_overrides(cfg: DictConfig, run_dir: Path) -> None:
     """Every step's config built before the first step runs: an unknown stage, key or a wrong type fails now."""
-    from polaris_dpo.stages import mine
+    from polaris_dpo.stages import eval, mine
 
     stages = STAGES[1:]
     unknown = [name for name in cfg.pipeline.step_overrides if name not in stages]
@@ -203,6 +203,14 @@ def check_step_overrides(cfg: DictConfig, run_dir: Path) -> None:
         sub = build_step_cfg(cfg, run_dir, stage, stage)
         if stage == "mine":
             mine.check_config(sub.mine)
+        if stage == "eval":
+            eval.check_config(sub.eval)
+        if stage in ("sft", "dpo"):
+            from trl import DPOConfig, SFTConfig
+
+            from polaris_dpo import training
+
+            training.check_passthrough(SFTConfig if stage == "sft" else DPOConfig, sub[stage], stage)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,6 +1,6 @@
 """stage sft: TRL's SFTTrainer on conversations, loss on assistant turns only, LoRA / QLoRA / full.
 
-    python -m polaris_dpo stage=sft [data=glaive] [model.load_in_4bit=true] [sft.trl.packing=true]
+    python -m polaris_dpo stage=sft [data=glaive] [model.load_in_4bit=true] [sft.packing=true] [sft.trl.packing_strategy=bfd]
 
 Reads the train split of `data` (and of `sft.datasets` before it, mixed or one after another), renders each
 conversation with the format's chat template (set on the tokenizer, `{% generation %}` markers make
@@ -73,6 +73,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     from trl import SFTConfig, SFTTrainer
 
     start = time.time()
+    training.check_passthrough(SFTConfig, cfg.sft, "sft")
     fmt = training.load_format(cfg)
     out = Path(output_dir or Path(cfg.run_dir) / cfg.sft.output)
     out.mkdir(parents=True, exist_ok=True)
