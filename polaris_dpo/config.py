@@ -145,7 +145,7 @@ class SFTStageConfig:
 @dataclass
 class DPOStageConfig:
     output: str = "dpo"  # subfolder of the run directory that receives the adapter or model
-    pairs: str = "pairs/demo"  # pair set folder (from stage mine, or the bundled one)
+    pairs: str = "${assets:pairs/demo}"  # pair set folder (from stage mine; default: the bundled pairs/demo)
     sft_model: str | None = None  # SFT output (adapter or model folder) that is both start and reference (null: model.name_or_path)
     reference: str = "continue_adapter"  # continue_adapter: keep training the SFT adapter, reference = frozen copy | merge_sft: fold SFT in, new adapter
     beta: float = 0.1  # DPO temperature: higher keeps the policy closer to the reference

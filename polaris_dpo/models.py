@@ -124,7 +124,8 @@ def resolve_model_path(model_cfg, special_tokens: list[str] = ()) -> str:
             if converted is not None:
                 return str(converted.resolve())
             check_loadable_instead_of_gguf(model_cfg)
-        return model_cfg.name_or_path
+        local = Path(model_cfg.name_or_path).expanduser()
+        return str(local.resolve()) if local.is_dir() else model_cfg.name_or_path  # a folder: absolute, for lineage
     target = tiny_model_dir(model_cfg.cache_dir, model_cfg.name_or_path, model_cfg.tiny, list(special_tokens))
     if not (target / "config.json").exists():
         build_tiny_model(target, model_cfg.tiny, list(special_tokens))

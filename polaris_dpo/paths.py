@@ -1,4 +1,8 @@
-"""Where things are: the package's bundled assets, the repo's conf/, and resolution of data paths."""
+"""Where things are: the package's bundled configs and assets, and resolution of data paths.
+
+In the repo `polaris_dpo/conf` and `polaris_dpo/assets/pairs/demo` are links to the top-level `conf/` and
+`pairs/demo/` (edited there); a built wheel holds copies of the files, so an installed package has its own.
+"""
 
 from __future__ import annotations
 

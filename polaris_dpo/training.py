@@ -25,8 +25,35 @@ log = logging.getLogger(__name__)
 TRAINING_JSON = "training.json"
 
 
-def load_format(cfg):
-    return formats.from_config(cfg.format)
+def format_config(cfg, model_path: str | None = None):
+    """The format section to render with: the one a stage recorded in the model folder's training.json
+    (SFT's format travels with its output), else `format`. A `format` set on the command line that
+    contradicts the recorded one is an error naming both."""
+    recorded = (read_training_json(model_path) or {}).get("format") if model_path else None
+    if not recorded:
+        return cfg.format
+    configured = plain(cfg.format)
+    differs = {k: configured.get(k) for k, v in recorded.items() if configured.get(k) != v}
+    if differs and format_set_on_command_line():
+        raise ValueError(f"format: the model {model_path} was trained with format {recorded} (its training.json), "
+                         f"but the command line sets {', '.join(f'format.{k}={c!r}' for k, c in differs.items())}; "
+                         "drop the format override, or train the model in that format")
+    if differs:
+        log.info("format: using %s as recorded in %s/%s", recorded.get("name"), model_path, TRAINING_JSON)
+    return OmegaConf.merge(cfg.format, recorded)
+
+
+def load_format(cfg, model_path: str | None = None):
+    """The chat format of `format_config`."""
+    return formats.from_config(format_config(cfg, model_path))
+
+
+def format_set_on_command_line() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.lstrip("+~").startswith(("format=", "format.")) for o in HydraConfig.get().overrides.task)
 
 
 def plain(node):

@@ -89,7 +89,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
     from trl import DPOConfig, DPOTrainer
 
     training.check_passthrough(DPOConfig, cfg.dpo, "dpo")
-    fmt = training.load_format(cfg)
+    fmt = training.load_format(cfg, model_path or cfg.dpo.sft_model)
     out = Path(output_dir or Path(cfg.run_dir) / cfg.dpo.output)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.dpo.reference not in REFERENCES:
@@ -145,7 +145,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         "pair_rows": len(dataset),
         "finetune": "lora" if lora else "full",
         "load_in_4bit": bool(cfg.model.load_in_4bit),
-        "format": training.plain(cfg.format),
+        "format": training.plain(training.format_config(cfg, str(source))),
         "loss_type": list(cfg.dpo.loss_type),
     }
     return {"trainer": trainer, "tokenizer": tokenizer, "output_dir": out, "record": record}

@@ -26,6 +26,15 @@ from polaris_dpo.judge import JudgeOptions, expected_calls, judge
 log = logging.getLogger(__name__)
 
 
+def training_format(cfg, model_path):
+    """The format the evaluated model was trained with (recorded in its folder), else `format`."""
+    if not model_path:
+        return formats.from_config(cfg.format)
+    from polaris_dpo import training
+
+    return training.load_format(cfg, str(model_path))
+
+
 def check_config(e) -> None:
     """Value ranges of the eval section, checked before anything is read or loaded."""
     for key in ("samples_per_prompt", "max_new_tokens", "batch_size"):
@@ -44,7 +53,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     check_config(cfg.eval)
     out = Path(output_dir or cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fmt = formats.from_config(cfg.format)
+    fmt = training_format(cfg, model_path or cfg.eval.model_path)
     options = JudgeOptions.from_config(cfg.judge)
     if cfg.eval.predictions:
         examples = load_examples(cfg, out, held_out_only=False)

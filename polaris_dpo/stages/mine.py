@@ -248,6 +248,10 @@ def run(cfg) -> dict:
     m = cfg.mine
     check_config(m)
     fmt = formats.from_config(cfg.format)
+    if m.source == "model" and m.model_path:
+        from polaris_dpo import training
+
+        fmt = training.load_format(cfg, m.model_path)
     pairs_dir = Path(m.pairs_dir)
     work = pairs_dir / f".{m.name}.work"
     run_dir = Path(cfg.run_dir)

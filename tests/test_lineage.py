@@ -1,0 +1,46 @@
+"""A model folder carries its format: after `stage=sft format=functionary`, DPO, mining and eval on that
+output render in functionary without `format=` repeated; a contradicting `format=` is an error naming both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_sft import QUICK, TINY, conversations, write_pairs
+
+from polaris_dpo import training
+from polaris_dpo.stages import dpo, eval, sft
+
+
+@pytest.fixture
+def functionary_sft(make_cfg, tmp_path):
+    cfg = make_cfg("stage=sft", "format=functionary", *TINY, *QUICK, "sft.max_steps=2",
+                   "sft.per_device_train_batch_size=4", run_dir=tmp_path / "sft_run")
+    return sft.run(cfg, conversations=conversations(8))["output_dir"]
+
+
+@pytest.mark.slow
+def test_later_stages_read_the_format_from_the_sft_output(functionary_sft, make_cfg, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs", n=4)
+    dpo_cfg = make_cfg("stage=dpo", *TINY, *QUICK, "dpo.max_steps=1", "dpo.per_device_train_batch_size=2",
+                       f"dpo.pairs={pairs}", f"dpo.sft_model={functionary_sft}", run_dir=tmp_path / "dpo_run")
+    assert dpo_cfg.format.name == "polaris"  # not repeated on the command line
+    result = dpo.run(dpo_cfg)
+    record = json.loads((tmp_path / "dpo_run" / "dpo" / "training.json").read_text())
+    assert record["format"]["name"] == "functionary"
+
+    eval_cfg = make_cfg("stage=eval", *TINY, f"eval.model_path={result['output_dir']}", "eval.max_prompts=2",
+                        "eval.samples_per_prompt=1", "eval.max_new_tokens=4", run_dir=tmp_path / "eval_run")
+    metrics = eval.run(eval_cfg)["metrics"]
+    assert metrics["n"] == 2
+
+
+def test_a_contradicting_format_on_the_command_line_names_both(make_cfg, tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "training.json").write_text(json.dumps({"format": {"name": "functionary", "version": "v2"}}))
+    cfg = make_cfg("format=chatml_tools")
+    assert training.load_format(cfg, str(folder)).name == "functionary"  # format= not given by the user here
+    monkeypatch.setattr(training, "format_set_on_command_line", lambda: True)
+    with pytest.raises(ValueError, match=r"trained with format .*functionary.*format\.name='chatml_tools'"):
+        training.load_format(cfg, str(folder))
