@@ -24,7 +24,7 @@ setup_resolvers()
 
 # Errors whose message tells the user what to fix (a key, a value, a file): the project's own DataFileError,
 # FieldError and GGUFError are ValueErrors, MergeError names the folder or figure.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, MergeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, MergeError)
 
 
 def write_resolved_config(cfg: DictConfig) -> Path:

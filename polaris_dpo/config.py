@@ -180,6 +180,7 @@ class MineConfig:
     backend: str = "transformers"  # transformers | vllm (needs vllm and a GPU)
     model_path: str | None = None  # model or adapter to sample (null: model.name_or_path, or the SFT output in a pipeline)
     name: str = "mined"  # the pair set is written to <pairs_dir>/<name>/
+    overwrite: bool = False  # replace an existing pair set of that name (otherwise an error)
     pairs_dir: str = "pairs"  # folder of pair sets
     samples_per_prompt: int = 4  # samples drawn per prompt
     temperature: float = 0.8  # sampling temperature

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
-CONF_DIR = PACKAGE_DIR.parent / "conf"
+CONF_DIR = PACKAGE_DIR / "conf"
 
 
 def asset(name: str = "") -> str:

@@ -138,3 +138,15 @@ def test_model_mining_killed_and_resumed_gives_the_same_pairs(make_cfg, tmp_path
     for split in ("train", "test"):
         assert (pairs_dir / "resumed" / f"{split}.jsonl").read_text() == (pairs_dir / "whole" / f"{split}.jsonl").read_text()
     assert json.loads((pairs_dir / "resumed" / "stats.json").read_text())["ledger"] == stats["ledger"]
+
+
+def test_a_pair_set_is_never_overwritten_silently(make_cfg, tmp_path):
+    overrides = ("stage=mine", "mine.source=synthetic", "data=glaive", "data.limit=10",
+                 f"mine.pairs_dir={tmp_path}/pairs", "mine.name=kept")
+    first = mine.run(make_cfg(*overrides))
+    before = (Path(first["pairs"]) / "train.jsonl").read_bytes()
+    with pytest.raises(FileExistsError, match=r"mine.name=kept: the pair set .* exists.*mine.overwrite=true"):
+        mine.run(make_cfg(*overrides, "data.limit=5"))
+    assert (Path(first["pairs"]) / "train.jsonl").read_bytes() == before
+    again = mine.run(make_cfg(*overrides, "data.limit=5", "mine.overwrite=true"))
+    assert (Path(again["pairs"]) / "train.jsonl").read_bytes() != before

@@ -92,7 +92,7 @@ class Reading:
 
     def _raw_rows(self) -> Iterator[RawRow]:
         limit = self.cfg.get("limit")
-        files = data_files(self.cfg)
+        files = data_files(self.cfg, self.reader.wants)
         if files is None:
             self.reader.start_file(None)
             rows: Iterable[RawRow] = dataset_rows(self.cfg)

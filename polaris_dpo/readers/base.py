@@ -40,6 +40,8 @@ class RawRow:
 class Reader:
     """Base class: a source format. Subclasses implement convert(); `start_file` sees each file first."""
 
+    wants = "the file or folder to read"  # what `data.path` should name, for the message when it is missing
+
     def __init__(self, data_cfg):
         self.cfg = data_cfg
 
@@ -62,12 +64,13 @@ def require(row: dict, key: str, kind: type | tuple[type, ...] | None = None) ->
 
 # ---------------------------------------------------------------- where rows come from
 
-def data_files(data_cfg) -> list[Path] | None:
-    """The JSON / JSONL files `data.path` names (None for a `datasets` folder or a hub id)."""
+def data_files(data_cfg, wants: str = Reader.wants) -> list[Path] | None:
+    """The JSON / JSONL files `data.path` names (None for a `datasets` folder or a hub id); `wants` says
+    what to give when `data.path` is missing."""
     if data_cfg.get("hub_id"):
         return None
     if not data_cfg.get("path"):
-        raise DataFileError("data.path (or data.hub_id) must be set: the file or folder to read")
+        raise DataFileError(f"data.path (or data.hub_id) must be set: {wants}")
     path = paths.resolve(data_cfg.path, data_cfg.get("root"))
     if not path.exists():
         raise DataFileError(f"data.path: {path} does not exist")

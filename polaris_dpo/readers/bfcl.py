@@ -29,8 +29,10 @@ class Reader(BaseReader):
         super().__init__(data_cfg)
         self.answers: dict[str, list] | None = None
         self.answers_file: Path | None = None
+        self.file: Path | None = None
 
     def start_file(self, file: Path | None) -> None:
+        self.file = file
         self.answers, self.answers_file = None, self._answers_file(file)
         if self.answers_file is not None:
             self.answers = load_answers(self.answers_file)
@@ -66,8 +68,9 @@ class Reader(BaseReader):
                 return conversation
             if "relevance" in qid:
                 raise RowError("ground_truth", "relevance question: any call is right, there is no reference call")
-            raise DataFileError(f"{self.cfg.path}: row {qid}: no possible-answer file found "
-                                f"(data.answers); only irrelevance categories come without one")
+            where = self.file or Path(self.cfg.path)
+            raise DataFileError(f"{where}: row {qid}: no possible-answer file found (data.answers, or "
+                                f"possible_answer/{where.name} beside it); only irrelevance categories come without one")
         if qid not in self.answers:
             raise RowError("ground_truth", f"no possible answer with id {qid!r} in {self.answers_file}")
         acceptable = acceptable_calls(self.answers[qid])

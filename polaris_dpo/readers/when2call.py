@@ -18,6 +18,9 @@ KINDS = ("direct", "tool_call", "request_for_info", "cannot_answer")
 
 
 class Reader(BaseReader):
+    wants = ("a When2Call JSONL file (none is bundled), e.g. data.path=when2call_test_llm_judge.jsonl "
+             "from the nvidia/When2Call dataset")
+
     def convert(self, row: dict) -> dict:
         question = require(row, "question", str)
         answers = require(row, "answers", dict)

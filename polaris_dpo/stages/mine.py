@@ -72,7 +72,7 @@ def model_folder_identity(path: str | None) -> list | None:
 def fingerprint(cfg, model_path: str | None) -> str:
     """What decides the pairs: a resumed run must match it, or it starts afresh."""
     m = OmegaConf.to_container(cfg.mine, resolve=True)
-    for key in ("checkpoint_every", "name", "pairs_dir", "batch_size"):
+    for key in ("checkpoint_every", "name", "pairs_dir", "batch_size", "overwrite"):
         m.pop(key, None)
     body = {"mine": m, "model_path": model_path, "seed": cfg.seed, "v": STATE_VERSION,
             "model_files": model_folder_identity(model_path or cfg.model.name_or_path),
@@ -254,6 +254,10 @@ def run(cfg) -> dict:
         fmt = training.load_format(cfg, m.model_path)
     pairs_dir = Path(m.pairs_dir)
     work = pairs_dir / f".{m.name}.work"
+    existing = pairs_dir / m.name
+    if (existing / "train.jsonl").is_file() and not m.overwrite:
+        raise FileExistsError(f"mine.name={m.name}: the pair set {existing} exists (a DPO run may have trained on it); "
+                              f"choose another mine.name, or replace it with mine.overwrite=true")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     source_cls = {"model": ModelSource, "synthetic": SyntheticSource, "when2call": PreferenceSource}[m.source]

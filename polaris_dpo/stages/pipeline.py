@@ -243,6 +243,7 @@ def run(cfg: DictConfig) -> dict:
         sub = step_cfg(cfg, run_dir, step, "mine", **{"mine.model_path": model_path,
                                                       "mine.name": f"round{r}",
                                                       "mine.pairs_dir": str(run_dir / "pairs"),
+                                                      "mine.overwrite": True,  # the run's own, redone
                                                       "seed": int(cfg.seed) + r})
         return mine.run(sub)
 
