@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -88,20 +86,9 @@ def convert(path: Path, target: Path) -> Path:
                         f"unexpected {unexpected[:3]})")
     plain.tie_weights()
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "SOURCE.txt").write_text(f"converted from {path}\n", encoding="utf-8")
-        try:
-            staging.rename(target)
-        except OSError:  # another process converted it first: keep theirs
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    from polaris_dpo.models import publish_model_folder
+
+    publish_model_folder(target, plain, tokenizer, notes={"SOURCE.txt": f"converted from {path}\n"})
     log.info("converted %s (%d parameters) into %s", path, plain.num_parameters(), target)
     return target
 

@@ -96,20 +96,29 @@ def build_tiny_model(target: Path, tiny, special_tokens: list[str]) -> Path:
     torch.manual_seed(tiny["init_seed"])
     model = LlamaForCausalLM(config)
 
+    publish_model_folder(target, model, tokenizer)
+    log.info("built tiny model (%d parameters, vocabulary %d) in %s", model.num_parameters(), len(tokenizer), target)
+    return target
+
+
+def publish_model_folder(target: Path, model, tokenizer, notes: dict[str, str] | None = None) -> Path:
+    """Save model and tokenizer (and small text files) into a cache folder atomically: a staging folder
+    renamed into place, so a folder with config.json is complete; if another process made it first, theirs stays."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        for name, text in (notes or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
         try:
             staging.rename(target)
-        except OSError:  # another process built it first: keep theirs
+        except OSError:
             if not (target / "config.json").exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("built tiny model (%d parameters, vocabulary %d) in %s", model.num_parameters(), len(tokenizer), target)
     return target
 
 

@@ -26,6 +26,7 @@ def run_cli(tmp_path, *args: str, full_error: bool = False) -> subprocess.Comple
 @pytest.mark.parametrize(("args", "named"), [
     (["stage=eval", "data.path=/nope.jsonl"], "data.path: /nope.jsonl does not exist"),
     (["stage=mine", "mine.categories=[missed_cal]"], "mine.categories: unknown ['missed_cal']"),
+    (["stage=mine", "mine.source=when2call", "data=when2call"], "data.path (or data.hub_id) must be set: a When2Call"),
 ])
 def test_user_error_is_one_line_without_traceback(tmp_path, args, named):
     done = run_cli(tmp_path, *args)

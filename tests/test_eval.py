@@ -48,6 +48,13 @@ def test_bfcl_reference_calls_score_100_percent_ok(make_cfg, shared_data, tmp_pa
     assert metrics["call_accuracy"]["count"] == metrics["n"]
 
 
+def test_data_bfcl_alone_scores_the_bundled_questions(make_cfg, tmp_path):
+    cfg = make_cfg("stage=eval", "data=bfcl", "format=polaris", run_dir=tmp_path / "run")
+    cfg.eval.predictions = str(write_predictions(cfg, tmp_path / "reference.jsonl", reference_text))
+    metrics = eval_stage.run(cfg)["metrics"]
+    assert metrics["n"] == 120 and metrics["categories"]["ok"]["rate"] == 1.0
+
+
 @pytest.mark.parametrize("category", ["irrelevance", "live_irrelevance"])
 def test_bfcl_irrelevance_no_call_is_ok_and_a_call_is_unwanted(make_cfg, shared_data, tmp_path, category):
     cfg = bfcl_cfg(make_cfg, shared_data, category, tmp_path)

@@ -71,7 +71,7 @@ def test_synthetic_mining_over_glaive(make_cfg, tmp_path, capsys):
 
 def test_synthetic_mining_over_bfcl(make_cfg, tmp_path, shared_data):
     base = ["stage=mine", "mine.source=synthetic", "data=bfcl", f"data.root={shared_data}/bfcl",
-            f"mine.pairs_dir={tmp_path}/pairs", "mine.name=bfcl"]
+            "data.path=BFCL_v4_simple_python.json", f"mine.pairs_dir={tmp_path}/pairs", "mine.name=bfcl"]
     with pytest.raises(ValueError, match="data.eval_fraction=0"):
         mine.run(make_cfg(*base))  # BFCL is held out for eval by default: nothing to mine
     stats = _check_pair_set(Path(mine.run(make_cfg(*base, "data.eval_fraction=0"))["pairs"]))
@@ -84,7 +84,7 @@ def test_synthetic_mining_over_bfcl(make_cfg, tmp_path, shared_data):
 
 def test_when2call_preferences_become_pairs(make_cfg, tmp_path, shared_data):
     cfg = make_cfg("stage=mine", "mine.source=when2call", "data=when2call", f"data.root={shared_data}/when2call",
-                   f"mine.pairs_dir={tmp_path}/pairs", "mine.name=w2c")
+                   "data.path=when2call_test_llm_judge.jsonl", f"mine.pairs_dir={tmp_path}/pairs", "mine.name=w2c")
     stats = _check_pair_set(Path(mine.run(cfg)["pairs"]))
     rows = _rows(tmp_path / "pairs" / "w2c", "train")
     assert {r["chosen_source"] for r in rows} == {"dataset"}

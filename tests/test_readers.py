@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from polaris_dpo import messages as M
-from polaris_dpo import readers
+from polaris_dpo import paths, readers
 from polaris_dpo.readers.base import DataFileError
 
 
@@ -428,7 +429,44 @@ def test_split_by_conversation_id():
 
 
 def test_conf_data_files_compose(make_cfg, shared_data, tmp_path):
-    for name, expect in (("glaive", 300), ("when2call", 300), ("bfcl", 400)):
-        cfg = make_cfg(f"data={name}")
+    when2call = shared_data / "when2call" / "when2call_test_llm_judge.jsonl"
+    for overrides, expect in ((["data=glaive"], 300), (["data=when2call", f"data.path={when2call}"], 300)):
+        cfg = make_cfg(*overrides)
         _, counts = readers.read_all(cfg.data, tmp_path)
-        assert counts["read"] == expect, name
+        assert counts["read"] == expect, overrides
+
+
+# ---------------------------------------------------------------- conf/data on the bundled data, or the user's
+
+def test_data_bfcl_reads_the_bundled_questions(make_cfg, tmp_path):
+    conversations, counts = readers.read_all(make_cfg("data=bfcl").data, tmp_path)
+    assert counts == {"read": 120, "kept": 120, "quarantined": 0}
+    assert {c["source"] for c in conversations} == {"BFCL_v4_simple_python", "BFCL_v4_live_simple",
+                                                    "BFCL_v4_irrelevance"}
+
+
+def test_bfcl_answers_follow_data_path(make_cfg, tmp_path):
+    bundled = Path(paths.asset("bfcl"))
+    questions = [json.loads(line) for line in (bundled / "BFCL_v4_simple_python.json").open()][:3]
+    answers = [json.loads(line) for line in (bundled / "possible_answer" / "BFCL_v4_simple_python.json").open()][:3]
+    for row in questions + answers:  # ids no other BFCL file has
+        row["id"] = f"mine_{row['id']}"
+    (tmp_path / "possible_answer").mkdir()
+    write_jsonl(tmp_path / "possible_answer" / "BFCL_v4_mine.json", answers)
+    cfg = make_cfg("data=bfcl", f"data.path={write_jsonl(tmp_path / 'BFCL_v4_mine.json', questions)}")
+    conversations, counts = readers.read_all(cfg.data, tmp_path / "run")
+    assert counts == {"read": 3, "kept": 3, "quarantined": 0}
+    assert [c["acceptable"][0]["name"] for c in conversations] == [next(iter(a["ground_truth"][0])) for a in answers]
+
+
+def test_bfcl_irrelevance_needs_no_answers(make_cfg, tmp_path):
+    path = tmp_path / "BFCL_v4_irrelevance.json"
+    shutil.copyfile(Path(paths.asset("bfcl")) / path.name, path)
+    conversations, counts = readers.read_all(make_cfg("data=bfcl", f"data.path={path}").data, tmp_path / "run")
+    assert counts == {"read": 40, "kept": 40, "quarantined": 0}
+    assert all(c["acceptable"] == [] for c in conversations)
+
+
+def test_data_when2call_asks_for_data_path(make_cfg, tmp_path):
+    with pytest.raises(DataFileError, match="data.path .*must be set: a When2Call JSONL file"):
+        readers.read_all(make_cfg("data=when2call").data, tmp_path)
