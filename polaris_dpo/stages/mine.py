@@ -2,7 +2,7 @@
 
     python -m polaris_dpo stage=mine                         # sample the model on the data's train split
     python -m polaris_dpo stage=mine mine.source=synthetic   # no model: perturb every reference
-    python -m polaris_dpo stage=mine mine.source=when2call data=when2call
+    python -m polaris_dpo stage=mine mine.source=when2call data=when2call data.path=<When2Call JSONL>
 
 Streams and resumes: prompts are processed in chunks of about `mine.checkpoint_every`; each chunk's
 pairs go to an append-only shard in `<pairs_dir>/.<name>.work/` and a small `state.json` records how
