@@ -129,11 +129,11 @@ def test_the_forgetting_check_scores_the_bundled_bfcl_greedily(make_cfg, tmp_pat
 
 def test_step_overrides_reach_only_their_stage(make_cfg, tmp_path):
     cfg = make_cfg(step_override("sft", "sft.learning_rate=0.5", "train.finetune=full",
-                                 "sft.trl.train_sampling_strategy=group_by_length"))
+                                 "sft.trl.packing_strategy=wrapped"))
     sft_cfg = pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
     eval_cfg = pipeline.step_cfg(cfg, tmp_path, "eval_before", "eval", **{"eval.model_path": "x"})
     assert sft_cfg.sft.learning_rate == 0.5 and sft_cfg.train.finetune == "full"
-    assert sft_cfg.sft.trl == {"train_sampling_strategy": "group_by_length"} and eval_cfg.sft.trl == {}
+    assert sft_cfg.sft.trl == {**cfg.sft.trl, "packing_strategy": "wrapped"} and eval_cfg.sft.trl == cfg.sft.trl
     with pytest.raises(Exception, match="learning_rat"):  # a typo outside the pass-through sections is an error
         pipeline.step_cfg(make_cfg(step_override("sft", "sft.learning_rat=0.5")), tmp_path, "sft", "sft")
     assert eval_cfg.train.finetune == cfg.train.finetune and eval_cfg.eval.model_path == "x"
