@@ -214,7 +214,7 @@ class EvalConfig:
 @dataclass
 class MergeConfig:
     adapters: list[str] = field(default_factory=list)  # adapter folders folded in order (empty: the chain recorded in source)
-    source: str | None = None  # stage output folder whose training.json gives base and adapter chain (null: run's dpo/, else sft/)
+    source: str | None = None  # a stage output (its training.json gives base and adapters) or a run folder (its newest dpo, else sft); null: this run's
     output: str = "merged"  # subfolder of the run directory for the merged model
     dtype: str = "float32"  # dtype of the full-precision base the adapters are folded into: float32 | bfloat16
     tolerance: float | None = None  # max |logit difference| accepted (null: 1e-3 for float32, 5e-2 for bfloat16)

@@ -113,14 +113,19 @@ def chain_from_adapters(adapters: list[str | Path]) -> Chain:
                  format=records[-1].get("format") if records else None, records=records)
 
 
-def chain_for_run(run_dir: str | Path) -> Chain:
-    """The newest stage output of a run: dpo/ when it is complete, else sft/."""
-    run_dir = Path(run_dir)
-    for stage in ("dpo", "sft"):
-        if (run_dir / stage / TRAINING_RECORD).is_file():
-            return chain_from_stage_output(run_dir / stage)
-    raise MergeError(f"{run_dir}: neither dpo/{TRAINING_RECORD} nor sft/{TRAINING_RECORD}; "
-                     "name the folders with merge.adapters=[...] or merge.source=...")
+def chain_for_run(folder: str | Path) -> Chain:
+    """The chain of a stage output (`.../dpo`, with its training.json) or of a run folder: a stage run's
+    dpo/ when it is complete, else sft/; a pipeline run's newest dpo_N/dpo, else sft/sft."""
+    folder = Path(folder)
+    if (folder / TRAINING_RECORD).is_file():
+        return chain_from_stage_output(folder)
+    rounds = sorted((p for p in folder.glob("dpo_*/dpo") if p.parent.name[4:].isdigit()),
+                    key=lambda p: int(p.parent.name[4:]), reverse=True)
+    for candidate in [folder / "dpo", folder / "sft", *rounds, folder / "sft" / "sft"]:
+        if (candidate / TRAINING_RECORD).is_file():
+            return chain_from_stage_output(candidate)
+    raise MergeError(f"{folder}: not a stage output (no {TRAINING_RECORD}) nor a run folder with dpo/, sft/ or a "
+                     "pipeline's dpo_N/dpo; name the folders with merge.adapters=[...] or merge.source=...")
 
 
 def fingerprint(chain: Chain, dtype: str) -> str:

@@ -22,6 +22,11 @@ from polaris_dpo import paths
 
 log = logging.getLogger(__name__)
 
+# bitsandbytes (imported by peft and transformers' Trainer) logs, on AVX512-BF16 CPUs, that the optional
+# `kernels` package is missing; it then uses its own CPU kernel, so nothing changes but speed. That logger's
+# one message; errors still show. Set before bitsandbytes is imported (this module comes first on every path).
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 TINY_BASE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 TINY_CORPUS = ("glaive/glaive_toolcall_en_demo.json",)
 

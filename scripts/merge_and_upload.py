@@ -32,7 +32,7 @@ log = logging.getLogger("merge_and_upload")
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_argument_group("what to merge (one of)")
-    source.add_argument("--run-dir", type=Path, help="a run folder: merges its dpo/ (else sft/) chain into <run>/merged")
+    source.add_argument("--run-dir", type=Path, help="a run folder (its newest dpo, else sft, chain) or a stage output folder, as merge.source takes")
     source.add_argument("--source", type=Path, help="a stage output folder with training.json")
     source.add_argument("--adapters", nargs="+", type=Path, help="adapter folders folded in order")
     parser.add_argument("--merged-dir", type=Path,

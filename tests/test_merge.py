@@ -152,3 +152,23 @@ def test_stage_merges_the_run_and_reports_the_call_check(make_cfg, tmp_path):
     with pytest.raises(merging.MergeError, match="require_call"):
         merge_stage.run(cfg)
     assert not (run_dir / "strict").exists() and (run_dir / "strict.failed" / "verification.json").is_file()
+
+
+def test_merge_takes_a_stage_output_or_a_run_folder(tmp_path):
+    def stage_output(folder):
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+        (folder / "training.json").write_text(json.dumps({"base_model": "/base", "adapter_chain": [str(folder)]}))
+        return folder
+
+    pipeline = tmp_path / "pipeline"
+    stage_output(pipeline / "sft" / "sft")
+    newest = stage_output(pipeline / "dpo_2" / "dpo")
+    stage_output(pipeline / "dpo_1" / "dpo")
+    assert merging.chain_for_run(pipeline).adapters == [newest]
+    assert merging.chain_for_run(newest).adapters == [newest]
+    single = tmp_path / "stage_run"
+    sft = stage_output(single / "sft")
+    assert merging.chain_for_run(single).adapters == [sft]
+    with pytest.raises(merging.MergeError, match="not a stage output"):
+        merging.chain_for_run(tmp_path / "empty")

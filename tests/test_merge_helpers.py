@@ -106,3 +106,4 @@ def test_infinite_difference_and_over_tolerance_fail():
     assert merging.logit_failures(huge, 1e-4) == ["max |logit diff| against base+adapters is inf (not finite)"]
     off = merging.compare_logits([torch.zeros(1, 2)], [torch.ones(1, 2)])
     assert "exceeds merge.tolerance" in merging.logit_failures(off, 1e-4)[0]
+

@@ -150,3 +150,21 @@ def test_a_pair_set_is_never_overwritten_silently(make_cfg, tmp_path):
     assert (Path(first["pairs"]) / "train.jsonl").read_bytes() == before
     again = mine.run(make_cfg(*overrides, "data.limit=5", "mine.overwrite=true"))
     assert (Path(again["pairs"]) / "train.jsonl").read_bytes() != before
+
+
+def test_data_without_a_usable_row_is_named_not_blamed_on_eval_fraction(make_cfg, tmp_path):
+    base = ["stage=mine", "mine.source=synthetic", "data=openai", f"mine.pairs_dir={tmp_path}/pairs", "mine.name=bad"]
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"question": "q", "answer": "a"}\n{"question": "r", "answer": "b"}\n')
+    cfg = make_cfg(*base, f"data.path={wrong}")
+    with pytest.raises(ValueError) as caught:
+        mine.run(cfg)
+    message = str(caught.value)
+    assert str(wrong) in message and "read 2, kept 0, quarantined 2" in message, message
+    assert str(Path(cfg.run_dir) / cfg.data.quarantine) in message and "messages: missing required field" in message
+    assert "eval_fraction" not in message
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"no prompts to mine: .*empty\.jsonl holds no rows") as caught:
+        mine.run(make_cfg(*base, f"data.path={empty}"))
+    assert "eval_fraction" not in str(caught.value)

@@ -84,6 +84,16 @@ def data_files(data_cfg, wants: str = Reader.wants) -> list[Path] | None:
     return files
 
 
+def skipped_files(data_cfg) -> list[Path]:
+    """The files of `data.path`'s folder that `data_files` leaves out: their suffix is not .json / .jsonl
+    (hidden files aside); empty when `data.path` is a file."""
+    path = paths.resolve(data_cfg.path, data_cfg.get("root"))
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir()
+                  if p.is_file() and p.suffix.lower() not in DATA_SUFFIXES and not p.name.startswith("."))
+
+
 def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (
         (path / "dataset_info.json").is_file() and (path / "state.json").is_file())

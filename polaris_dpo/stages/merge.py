@@ -1,6 +1,6 @@
 """stage merge: fold a run's adapters into its full-precision base, verify, save `<run_dir>/<merge.output>/`.
 
-    python -m polaris_dpo stage=merge merge.source=outputs/pipeline/<run>/dpo
+    python -m polaris_dpo stage=merge merge.source=outputs/pipeline/<run>     # or a stage output: <run>/dpo_1/dpo
     python -m polaris_dpo stage=merge merge.adapters=[path/to/sft,path/to/dpo]
 
 Reads the chain (base + adapters) from training.json, merges in `merge.dtype` (never the 4-bit base),
@@ -23,9 +23,7 @@ log = logging.getLogger(__name__)
 def resolve_chain(cfg) -> merging.Chain:
     if cfg.merge.adapters:
         return merging.chain_from_adapters(list(cfg.merge.adapters))
-    if cfg.merge.source:
-        return merging.chain_from_stage_output(cfg.merge.source)
-    return merging.chain_for_run(cfg.run_dir)
+    return merging.chain_for_run(cfg.merge.source or cfg.run_dir)  # a stage output or a run folder
 
 
 def load_format(cfg, chain: merging.Chain):

@@ -282,6 +282,8 @@ def run(cfg) -> dict:
         state["data_counts"] = dict(reading.counts) if state["prompts_done"] else state["data_counts"]
     finally:
         source.close()
+    if state["ledger"]["prompts"]["read"] == 0 and reading.nothing_kept():
+        raise ValueError(f"mine: no prompts to mine: {reading.nothing_kept()}")
     if state["ledger"]["prompts"]["read"] == 0:
         raise ValueError(f"mine: no prompts to mine in data.reader={cfg.data.reader} (path {cfg.data.path}); "
                          f"data.eval_fraction={cfg.data.eval_fraction} holds out that share of conversations "
