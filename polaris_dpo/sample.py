@@ -147,7 +147,7 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
                     processors.append(_gumbel_processor(row_seeds, enc["input_ids"].shape[1]))
                 with torch.no_grad():
                     out = model.generate(**enc, generation_config=config, logits_processor=processors,
-                                         tokenizer=tokenizer, past_key_values=cache)
+                                         tokenizer=tokenizer, cache=cache)
                 completions = [_completion(tokenizer, row, eos_ids, stops)
                                for row in out[:, enc["input_ids"].shape[1]:]]
                 for k, i in enumerate(rows):
@@ -174,7 +174,7 @@ def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # what generate uses with left padding
     with torch.no_grad():
         model(input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
-              past_key_values=prefill, use_cache=True)
+              cache=prefill, use_cache=True)
     cache = StaticCache(config=model.config, max_cache_len=enc["input_ids"].shape[1] + max_new_tokens)
     for index, layer in enumerate(prefill.layers):
         cache.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0), index)

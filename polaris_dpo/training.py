@@ -76,7 +76,8 @@ STAGE_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_trai
 
 # TRL fields that other config keys set: a `<stage>.trl` entry for one of them names the key to use instead
 SET_ELSEWHERE = {"seed": "seed", "bf16": "hardware.bf16", "fp16": "hardware.fp16", "use_cpu": "hardware.device",
-                 "gradient_checkpointing": "train.gradient_checkpointing", "output_dir": "run_dir",
+                 "gradient_checkpointing": "train.gradient_checkpointing",
+                 "activation_checkpointing": "train.gradient_checkpointing", "output_dir": "run_dir",
                  "report_to": "wandb.mode", "run_name": "wandb (the run's name)"}
 STAGE_SPECIFIC = {"sft": ("assistant_only_loss", "packing", "neftune_noise_alpha"),
                   "dpo": ("beta", "loss_type", "loss_weights", "label_smoothing", "precompute_ref_log_probs")}
@@ -110,7 +111,8 @@ def trainer_args(config_cls, cfg, stage_cfg, output_dir: Path, stage: str, **sta
         output_dir=str(output_dir / "checkpoints"),
         **stage_keys,
         save_strategy="steps",
-        gradient_checkpointing=bool(cfg.train.gradient_checkpointing),
+        # transformers' new name; it sets `args.gradient_checkpointing` too, which TRL's trainers read
+        activation_checkpointing=bool(cfg.train.gradient_checkpointing),
         seed=cfg.seed,
         report_to=tracking.report_to(cfg),
         run_name=tracking.run_name(cfg, stage),

@@ -73,7 +73,7 @@ def test_trl_passthrough_may_not_shadow_a_stage_key_and_warmup_steps_replaces_th
     from polaris_dpo.training import trainer_args
 
     cfg = make_cfg("+sft.trl.learning_rate=0.5")
-    with pytest.raises(ValueError, match=r"sft.trl sets \['learning_rate'\]: set sft.learning_rate instead"):
+    with pytest.raises(ValueError, match=r"sft.trl.learning_rate: set sft.learning_rate instead"):
         trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft")
     cfg = make_cfg("+sft.trl.warmup_steps=10", "sft.warmup_ratio=0.1")
     assert trainer_args(SFTConfig, cfg, cfg.sft, Path(cfg.run_dir), "sft").warmup_steps == 10
