@@ -140,3 +140,16 @@ def test_new_token_rows_start_from_the_text_they_stand_for(make_cfg, monkeypatch
     assert torch.allclose(rows[token], plain.get_input_embeddings().weight[pieces].mean(dim=0))
     assert torch.equal(model.get_output_embeddings().weight[token], rows[token])  # tied: the head row with it
     assert torch.equal(rows[:known], plain.get_input_embeddings().weight)
+
+
+@pytest.mark.slow
+def test_tied_dpo_with_a_fresh_adapter_and_precomputed_reference(tied_sft, make_cfg, tmp_path):
+    """The reference log-probs are computed in TRL's constructor: the head must be readable before it."""
+    _, _, sft_result = tied_sft
+    pairs = write_pairs(tmp_path / "pairs")
+    cfg = make_cfg("stage=dpo", *TIED, *QUICK, "dpo.max_steps=2", "dpo.learning_rate=5e-3",
+                   "dpo.per_device_train_batch_size=4", f"dpo.pairs={pairs}", "dpo.reference=merge_sft",
+                   "dpo.precompute_ref_log_probs=true", f"dpo.sft_model={sft_result['output_dir']}",
+                   run_dir=tmp_path / "dpo_fresh")
+    result = dpo.run(cfg)
+    assert "fresh adapter" in result["reference"] and result["metrics"]["global_step"] == 2

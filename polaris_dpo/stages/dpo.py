@@ -85,7 +85,7 @@ def copy_adapter_into_ref(model) -> int:
 def build(cfg, output_dir: str | Path | None = None, model_path: str | None = None,
           pairs: str | Path | None = None) -> dict:
     """The DPOTrainer with policy and reference set up, and what training.json records about them."""
-    from peft import PeftModel
+    from peft import PeftModel, get_peft_model
     from trl import DPOConfig, DPOTrainer
 
     training.check_passthrough(DPOConfig, cfg.dpo, "dpo")
@@ -128,12 +128,14 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         label_smoothing=cfg.dpo.label_smoothing,
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
     )
+    lora = peft_config is not None or continue_adapter
+    if peft_config is not None:  # wrapped here, so that the head is readable before TRL's first forward
+        model = get_peft_model(model, peft_config)  # (dpo.precompute_ref_log_probs runs one in the constructor)
+    training.readable_head_rows(model)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[PreemptionCallback()])
-    training.readable_head_rows(trainer.model)
+                         callbacks=[PreemptionCallback()])
     if continue_adapter:
         copy_adapter_into_ref(trainer.model)
-    lora = peft_config is not None or continue_adapter
     record = {
         "stage": "dpo",
         "base_model": base_path if lora else str(out),
