@@ -129,7 +129,7 @@ def test_chain_errors_name_the_file(tmp_path):
     (tmp_path / "sft" / "training.json").write_text('{"stage": "sft", "adapter_chain": []}')
     with pytest.raises(merging.MergeError, match=r"training.json: missing field 'base_model'"):
         merging.chain_for_run(tmp_path)
-    with pytest.raises(merging.MergeError, match="neither dpo"):
+    with pytest.raises(merging.MergeError, match="not a stage output"):
         merging.chain_for_run(tmp_path / "nothing")
 
 
