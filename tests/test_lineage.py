@@ -1,15 +1,17 @@
-"""A model folder carries its format: after `stage=sft format=functionary`, DPO, mining and eval on that
-output render in functionary without `format=` repeated; a contradicting `format=` is an error naming both."""
+"""A model folder carries its format: after `stage=sft format=functionary`, DPO, eval, mining and merge on
+that output, run from another folder, render in functionary without `format=` repeated; a contradicting `format=` is an error naming both."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from test_sft import QUICK, TINY, conversations, write_pairs
 
 from polaris_dpo import training
-from polaris_dpo.stages import dpo, eval, sft
+from polaris_dpo.stages import dpo, eval, mine, sft
+from polaris_dpo.stages import merge as merge_stage
 
 
 @pytest.fixture
@@ -20,7 +22,8 @@ def functionary_sft(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_later_stages_read_the_format_from_the_sft_output(functionary_sft, make_cfg, tmp_path):
+def test_later_stages_read_the_format_from_the_sft_output(functionary_sft, make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # from a folder other than the repo
     pairs = write_pairs(tmp_path / "pairs", n=4)
     dpo_cfg = make_cfg("stage=dpo", *TINY, *QUICK, "dpo.max_steps=1", "dpo.per_device_train_batch_size=2",
                        f"dpo.pairs={pairs}", f"dpo.sft_model={functionary_sft}", run_dir=tmp_path / "dpo_run")
@@ -33,6 +36,19 @@ def test_later_stages_read_the_format_from_the_sft_output(functionary_sft, make_
                         "eval.samples_per_prompt=1", "eval.max_new_tokens=4", run_dir=tmp_path / "eval_run")
     metrics = eval.run(eval_cfg)["metrics"]
     assert metrics["n"] == 2
+
+    mine_cfg = make_cfg("stage=mine", *TINY, f"mine.model_path={result['output_dir']}", "mine.max_prompts=2",
+                        "mine.samples_per_prompt=1", "mine.max_new_tokens=4", f"mine.pairs_dir={tmp_path}/mined",
+                        run_dir=tmp_path / "mine_run")
+    assert Path(mine.run(mine_cfg)["pairs"]).is_dir()
+
+    merge_cfg = make_cfg("stage=merge", *TINY, f"merge.source={tmp_path / 'dpo_run'}", "merge.verify_prompts=1",
+                         run_dir=tmp_path / "merge_run")
+    merged = merge_stage.run(merge_cfg)
+    assert merged["passed"]
+    from transformers import AutoTokenizer
+
+    assert "<|from|>" in AutoTokenizer.from_pretrained(tmp_path / "merge_run" / "merged").chat_template  # functionary
 
 
 def test_a_contradicting_format_on_the_command_line_names_both(make_cfg, tmp_path, monkeypatch):
