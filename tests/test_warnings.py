@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from test_sample import ChatML, examples, tiny  # noqa: F401 (tiny is a fixture)
 
 from polaris_dpo import models, sample
 
@@ -25,29 +26,12 @@ def deprecations(caught, *names: str) -> list[str]:
             and (str(Path(w.filename).resolve()).startswith(PACKAGE) or any(n in str(w.message) for n in names))]
 
 
-class ChatML:
-    special_tokens = ["<|im_start|>", "<|im_end|>"]
-    eos_token = "<|im_end|>"
-    stop_strings = ["\nUser:"]
-    chat_template = None
-
-    def render(self, messages, tools=None, add_generation_prompt=False):
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-
-
 @pytest.mark.slow
-def test_generate_warns_no_deprecation(tiny_cache):
+def test_generate_warns_no_deprecation(tiny):  # noqa: F811 (the fixture of test_sample)
     """`generate` hands its caches over as `cache=` (the prefill forward and generate): `past_key_values=`
     is deprecated in transformers 5.24 (FutureWarning at our generate call, and at torch's for the forward)."""
-    from polaris_dpo.compose import compose
-
-    cfg = compose(["model=tiny", f"model.cache_dir={tiny_cache}"], run_dir=str(tiny_cache / "run"))
-    path = models.resolve_model_path(cfg.model, ChatML.special_tokens)
-    tokenizer = models.load_tokenizer(path)
-    model = models.load_model(path, cfg.model, cfg.hardware, tokenizer)
-    prompts = [{"id": f"ex{i}", "prompt": [{"role": "user", "content": "Weather in Paris?" + " please" * i}],
-                "tools": []} for i in range(3)]
+    model, tokenizer = tiny
+    prompts = examples(3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sampled = list(sample.generate(model, tokenizer, ChatML(), prompts, n=2, temperature=1.0,
