@@ -280,6 +280,15 @@ def schema():
     return node
 
 
+def command_line_keys() -> set[str]:
+    """The config keys the user set on the command line of this run (none outside the CLI)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    return {o.partition("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+
+
 def register() -> None:
     ConfigStore.instance().store(name="polaris_dpo_schema", node=schema())
 

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from polaris_dpo import formats, models, spectrum, tracking
 from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.config import command_line_keys
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,7 @@ def load_format(cfg, model_path: str | None = None):
 
 
 def format_set_on_command_line() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return False
-    return any(o.lstrip("+~").startswith(("format=", "format.")) for o in HydraConfig.get().overrides.task)
+    return any(key == "format" or key.startswith("format.") for key in command_line_keys())
 
 
 def plain(node):

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from polaris_dpo import report
 from polaris_dpo.atomic import atomic_write_text
-from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES, STAGES
+from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES, STAGES, command_line_keys
 from polaris_dpo.redact import redact_overrides, scrub
 
 log = logging.getLogger(__name__)
@@ -144,15 +144,6 @@ def apply_override(sub: DictConfig, stage: str, override: str) -> DictConfig:
         return OmegaConf.merge(sub, OmegaConf.from_dotlist([f"{key}={value}"]))
     except OmegaConfBaseException as err:
         raise ValueError(f"{where}: {str(err).splitlines()[0]}") from err
-
-
-def command_line_keys() -> set[str]:
-    """The config keys the user set on the command line of this run (none outside the CLI)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return set()
-    return {o.partition("=")[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
 
 
 def set_on_command_line(key: str, keys: set[str]) -> bool:
