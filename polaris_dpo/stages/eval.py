@@ -18,21 +18,12 @@ import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from polaris_dpo import formats, messages, readers, report, tracking
+from polaris_dpo import formats, messages, readers, report, tracking, training
 from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
 from polaris_dpo.judge import JudgeOptions, expected_calls, judge
 
 log = logging.getLogger(__name__)
-
-
-def training_format(cfg, model_path):
-    """The format the evaluated model was trained with (recorded in its folder), else `format`."""
-    if not model_path:
-        return formats.from_config(cfg.format)
-    from polaris_dpo import training
-
-    return training.load_format(cfg, str(model_path))
 
 
 def check_config(e) -> None:
@@ -53,7 +44,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     check_config(cfg.eval)
     out = Path(output_dir or cfg.run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fmt = training_format(cfg, model_path or cfg.eval.model_path)
+    fmt = training.load_format(cfg, model_path or cfg.eval.model_path)  # the format the model was trained with
     options = JudgeOptions.from_config(cfg.judge)
     if cfg.eval.predictions:
         examples = load_examples(cfg, out, held_out_only=False)

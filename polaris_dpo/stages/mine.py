@@ -27,7 +27,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from polaris_dpo import formats, pairs, readers
+from polaris_dpo import pairs, readers, training
 from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import FAILURE_CATEGORIES
 from polaris_dpo.messages import examples as examples_of
@@ -247,11 +247,7 @@ def _quarantined(example: dict, reason: str) -> pairs.PromptOutcome:
 def run(cfg) -> dict:
     m = cfg.mine
     check_config(m)
-    fmt = formats.from_config(cfg.format)
-    if m.source == "model" and m.model_path:
-        from polaris_dpo import training
-
-        fmt = training.load_format(cfg, m.model_path)
+    fmt = training.load_format(cfg, m.model_path if m.source == "model" else None)  # as the model was trained
     pairs_dir = Path(m.pairs_dir)
     work = pairs_dir / f".{m.name}.work"
     existing = pairs_dir / m.name
