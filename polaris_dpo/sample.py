@@ -15,7 +15,7 @@ import hashlib
 import importlib.util
 from collections.abc import Iterable, Iterator
 
-SORT_WINDOW_BATCHES = 8  # prompts are sorted by length within windows of this many batches
+SORT_WINDOW_BATCHES = 8  # prompts are sorted by text within windows of this many batches
 
 
 def prompt_seed(seed: int, example_id: str, sample_index: int) -> int:
@@ -125,14 +125,15 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    # prompts are read a window at a time and batched by length inside it (less padding), then
+    # prompts are read a window at a time and batched in text order inside it, so that a prompt sits beside
+    # the prompts that extend it (the same conversation cut at later turns: one prefill serves them all), then
     # yielded back in the caller's order; rows per generate call: batch_size prompts x n samples
     try:
         for window in _batches(prompts, batch_size * SORT_WINDOW_BATCHES):
             texts = [render_prompt(fmt, example) for example in window]
-            by_length = sorted(range(len(window)), key=lambda i: len(texts[i]))
+            in_text_order = sorted(range(len(window)), key=lambda i: texts[i])
             results: list[list[str] | None] = [None] * len(window)
-            for rows in _batches(by_length, batch_size):
+            for rows in _batches(in_text_order, batch_size):
                 enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(device)
                 cache = shared_prompt_cache(model, enc, n, max_new_tokens)
@@ -159,9 +160,22 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
         model.train(was_training)
 
 
+def prefix_hosts(prefixes: list[list[int]]) -> list[int]:
+    """For each token sequence, the index of the longest sequence in the list that starts with it (itself when
+    none is longer; the first of equals): that one's prefill covers both."""
+    hosts = []
+    for ids in prefixes:
+        containing = [j for j, other in enumerate(prefixes) if len(other) >= len(ids) and other[:len(ids)] == ids]
+        hosts.append(max(containing, key=lambda j: (len(prefixes[j]), -j)))
+    return hosts
+
+
 def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
-    """The prompts' KV cache computed once and repeated for their n samples (all but the last prompt
-    token, which generate feeds itself): n samples cost one prefill, not n.
+    """The prompts' KV cache (all but the last prompt token, which generate feeds itself), computed once and
+    repeated for their n samples: n samples cost one prefill, not n. A prompt whose tokens begin another prompt
+    of the batch (an earlier turn of the same conversation) is not prefilled at all: its keys and values are the
+    first positions of the longer prompt's, since attention is causal and positions start at each prompt's
+    first token.
 
     The cache handed to generate is static (preallocated for prompt + max_new_tokens): a dynamic cache
     concatenates every layer's keys and values at each step, which copies the whole cache per token and
@@ -169,15 +183,27 @@ def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
     import torch
     from transformers import DynamicCache, StaticCache
 
+    ids, mask = enc["input_ids"][:, :-1], enc["attention_mask"][:, :-1]
+    width = ids.shape[1]
+    lengths = mask.sum(-1).tolist()  # left padding: row i's prefix fills the last lengths[i] columns
+    prefixes = [row[width - length:].tolist() for row, length in zip(ids, lengths, strict=True)]
+    hosts = prefix_hosts(prefixes)
+    prefilled = sorted(set(hosts))
+    host_row = {host: k for k, host in enumerate(prefilled)}
     prefill = DynamicCache(config=model.config)
-    mask = enc["attention_mask"][:, :-1]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # what generate uses with left padding
+    positions = (mask[prefilled].long().cumsum(-1) - 1).clamp(min=0)  # what generate uses with left padding
     with torch.no_grad():
-        model(input_ids=enc["input_ids"][:, :-1], attention_mask=mask, position_ids=positions,
+        model(input_ids=ids[prefilled], attention_mask=mask[prefilled], position_ids=positions,
               cache=prefill, use_cache=True)
     cache = StaticCache(config=model.config, max_cache_len=enc["input_ids"].shape[1] + max_new_tokens)
     for index, layer in enumerate(prefill.layers):
-        cache.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0), index)
+        keys, values = (torch.zeros((len(prefixes), *layer.keys.shape[1:]), dtype=layer.keys.dtype,
+                                    device=layer.keys.device) for _ in range(2))
+        for row, (host, length) in enumerate(zip(hosts, lengths, strict=True)):
+            start = width - lengths[host]
+            keys[row, :, width - length:] = layer.keys[host_row[host], :, start:start + length]
+            values[row, :, width - length:] = layer.values[host_row[host], :, start:start + length]
+        cache.update(keys.repeat_interleave(n, dim=0), values.repeat_interleave(n, dim=0), index)
     return cache
 
 

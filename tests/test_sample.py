@@ -124,3 +124,59 @@ def test_gumbel_noise_samples_the_softmax_and_rows_are_independent():
     alone = uniform_noise(torch.tensor([6], dtype=torch.int64), 0, 4096)
     assert torch.equal(alone[0], noise[1])  # a row's noise does not depend on its batch
     assert not torch.equal(uniform_noise(torch.tensor([6], dtype=torch.int64), 1, 4096), alone)
+
+
+def conversation_prompts(turns: int) -> list[dict]:
+    """One conversation cut before each assistant turn: every prompt begins the next one."""
+    history, prompts = [], []
+    for t in range(turns):
+        history.append({"role": "user", "content": f"Question {t}: the weather in city {t}?"})
+        prompts.append({"id": f"conv#{t + 1}", "prompt": list(history), "tools": []})
+        history.append({"role": "assistant", "content": f"It is sunny in city {t}."})
+    return prompts
+
+
+def test_prefix_hosts_pick_the_longest_prompt_that_begins_with_each():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    assert sample.prefix_hosts([[1, 2], [1, 2, 3], [4], [1, 2, 3], [1]]) == [1, 1, 2, 1, 1]
+
+    @given(st.lists(st.lists(st.integers(0, 3), max_size=5), min_size=1, max_size=8))
+    def check(prefixes):
+        for ids, host in zip(prefixes, sample.prefix_hosts(prefixes), strict=True):
+            longest = max(len(p) for p in prefixes if p[:len(ids)] == ids)
+            assert prefixes[host][:len(ids)] == ids and len(prefixes[host]) == longest
+
+    check()
+
+
+def test_prompts_that_begin_one_another_share_one_prefill(tiny):
+    """An earlier turn's prompt takes its keys and values from the later turn's prefill: the cache rows equal
+    each prompt's own prefill, the model runs on one row, and the samples are those of one prompt at a time."""
+    import torch
+
+    model, tokenizer = tiny
+    prompts = conversation_prompts(3)
+    texts = [sample.render_prompt(ChatML(), p) for p in prompts]
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prefixes = [row[mask.bool()].tolist()[:-1] for row, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
+    assert sample.prefix_hosts(prefixes) == [2, 2, 2]
+    rows = []
+    handle = model.register_forward_pre_hook(lambda _, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
+                                             with_kwargs=True)
+    try:
+        shared = sample.shared_prompt_cache(model, enc, 1, 4)
+    finally:
+        handle.remove()
+    assert rows == [1]
+    for i, text in enumerate(texts):
+        alone = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        own = sample.shared_prompt_cache(model, alone, 1, 4)
+        length = len(prefixes[i])
+        for mine, theirs in zip(shared.layers, own.layers, strict=True):
+            width = enc["input_ids"].shape[1] - 1
+            assert torch.allclose(mine.keys[i, :, width - length:width], theirs.keys[0, :, :length], atol=1e-5)
+            assert torch.allclose(mine.values[i, :, width - length:width], theirs.values[0, :, :length], atol=1e-5)
+    assert run(tiny, prompts, batch_size=3) == run(tiny, prompts, batch_size=1)
