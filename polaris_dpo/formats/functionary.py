@@ -145,7 +145,7 @@ RESPONSE_TEMPLATE_V2 = response_template(
                close_pattern=_V2_PART_END, content_args=ARGUMENTS_OR_CODE))
 RESPONSE_TEMPLATE_V1 = response_template(
     "assistant:\n", prose(close=END_ASSISTANT),
-    json_calls(CALL_NAMED, open_pattern=r"<\|START_OF_FUNCTION_CALL\|>[ \t]*(?P<name>[^\n]+?)[ \t]*:\n",
+    json_calls(CALL_NAMED, open_pattern=r"\s*<\|START_OF_FUNCTION_CALL\|>[ \t]*(?P<name>[^\n]+?)[ \t]*:\n",
                close=END_CALL, content_args=ARGUMENTS_OR_CODE))
 
 

@@ -98,7 +98,7 @@ def calls_field(call_syntax: str, eos: str) -> dict:
     """The response template's tool_calls field for `call_syntax`: one <tool_call> block per call, or one
     [TOOL_CALLS] list running to the end of the turn."""
     if call_syntax == "hermes":
-        return json_calls(open=TOOL_CALL, close=TOOL_CALL_END)
+        return json_calls(open_pattern=r"\s*<tool_call>", close=TOOL_CALL_END)
     calls = {"open": MISTRAL_CALLS, "content": "json", "transform": {"type": "function", "function": {
         "name": "{name}", "arguments": "{arguments}"}}, "transform_each": True}
     return {**calls, "close": eos} if eos else calls

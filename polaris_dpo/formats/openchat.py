@@ -68,7 +68,7 @@ TEMPLATE = JINJA_HELPERS + r"""
 
 # A call has no closing token: it ends where the next call or the end of the turn begins.
 RESPONSE_TEMPLATE = response_template("GPT4 Correct Assistant:", prose(close=EOT),
-                                      json_calls(open=CALL, close_pattern=r"\s*(?=<functioncall>)|<\|end_of_turn\|>"))
+                                      json_calls(open_pattern=r"\s*<functioncall>", close_pattern=r"\s*(?=<functioncall>)|<\|end_of_turn\|>"))
 
 
 class Format(ChatFormat):

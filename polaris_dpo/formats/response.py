@@ -4,8 +4,8 @@ transformers reads it as `tokenizer.response_template` (`tokenizer.parse_respons
 `transformers serve` answering with `tool_calls`), and vLLM's ResponseTemplateParser reads the same
 metadata. A template names a `start_anchor` (where the assistant's text begins in the prompt) and
 fields: regions of the output between an open and a close delimiter, each parsed by a content parser
-("text", "json", ...) and reshaped by a transform. The fields here are always `content` (the prose,
-every piece of it joined) and `tool_calls` ({"type": "function", "function": {"name", "arguments"}}).
+("text", "json", ...) and reshaped by a transform. The fields here are always `content` (the prose) and
+`tool_calls` ({"type": "function", "function": {"name", "arguments"}}).
 
 Each format module builds its template from these pieces; docs/serving.md lists what a template
 cannot say exactly and how far each one agrees with its format's own parse.
@@ -24,10 +24,14 @@ def response_template(start_anchor: str | list[str], content: dict, tool_calls: 
 
 
 def prose(**delimiters) -> dict:
-    """The `content` field: its pieces (around calls) stripped and joined, so a later piece never replaces an
-    earlier one. `delimiters`: open / open_pattern / close / close_pattern; without an open it is the region
-    every text outside a call falls into."""
-    return {**delimiters, "content": "text", "repeats": True, "join": ""}
+    """The `content` field, stripped. `delimiters`: open / open_pattern / close / close_pattern; without an
+    open it is the region every text outside a call falls into.
+
+    Plain text, neither repeated nor joined: vLLM's serving adapter streams no other kind of content. A
+    second stretch of text (after a call) therefore replaces the first, so the delimiters around calls
+    take the whitespace between them (an empty stretch of text opens no region).
+    """
+    return {**delimiters, "content": "text"}
 
 
 def json_calls(transform: dict = CALL_OBJECT, **delimiters) -> dict:

@@ -77,12 +77,12 @@ TEMPLATE = TEMPLATE.replace("DEFAULT_SYSTEM", jinja_literal(DEFAULT_SYSTEM)).rep
 
 
 # A call is a line that opens an object whose first key is "function" (parse also reads other key orders);
-# it ends where the next such line or the end of the turn begins.
+# it ends at the line break before the next such line, or at the end of the turn.
 CALL_LINE = r'[ \t]*\{\s*"function"\s*:'
 RESPONSE_TEMPLATE = response_template(
     "ASSISTANT:", prose(close=EOS),
     json_calls({"type": "function", "function": {"name": "{content.function}", "arguments": "{content.params}"}},
-               open_pattern=r"(?<![^\n])(?=" + CALL_LINE + ")", close_pattern=r"(?=\n" + CALL_LINE + ")|</s>"))
+               open_pattern=r"(?<![^\n])(?=" + CALL_LINE + ")", close_pattern=r"\n(?=" + CALL_LINE + ")|</s>"))
 
 
 def context_prompt(documents: list[dict], instruction: str) -> str:
