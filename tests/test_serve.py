@@ -41,7 +41,7 @@ def merged_model(cfg, run_dir: Path) -> Path:
     return out
 
 
-def teach_replies(folder: Path, steps: int = 120) -> None:
+def teach_replies(folder: Path, max_steps: int = 150, target_loss: float = 0.02) -> None:
     """Train every weight of the model in `folder` on (prompt, reply) pairs until greedy decoding writes the
     replies, and save it back; the prompts are tokenized as transformers serve tokenizes them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,12 +57,13 @@ def teach_replies(folder: Path, steps: int = 120) -> None:
         labels = ids.clone()
         labels[0, :len(prompt_ids)] = -100
         batch.append((ids, labels, len(prompt_ids), reply_ids))
-    torch.manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     model.train()
-    for _ in range(steps):
+    for _ in range(max_steps):
         optimizer.zero_grad()
         loss = sum(model(input_ids=ids, labels=labels).loss for ids, labels, _, _ in batch)
+        if loss.item() < target_loss:
+            break
         loss.backward()
         optimizer.step()
     model.eval()
