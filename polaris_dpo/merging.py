@@ -412,6 +412,8 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
         plain_tokenizer = AutoTokenizer.from_pretrained(staging)
         if plain_tokenizer.chat_template != tokenizer.chat_template:
             raise MergeError(f"{staging}: the saved chat template does not reload unchanged")
+        if getattr(plain_tokenizer, "response_template", None) != getattr(tokenizer, "response_template", None):
+            raise MergeError(f"{staging}: the saved response template does not reload unchanged")
         merged_logits = prompt_logits(merged, plain_tokenizer, prompts)
         full = compare_logits(reference_logits, merged_logits)
         generation = greedy_call(merged, plain_tokenizer, fmt, examples, settings.verify_max_new_tokens)

@@ -183,7 +183,7 @@ def torch_dtype(model_cfg, hardware_cfg):
 
 
 def load_tokenizer(path: str, fmt=None, revision: str | None = None, trust_remote_code: bool = False):
-    """The tokenizer with the format's special tokens and chat template, left-padded for generation.
+    """The tokenizer with the format's special tokens, chat template and response template, left-padded.
 
     `padding_side` is not saved with a tokenizer, so it is set here every time. Tokens the format
     needs and the tokenizer lacks are added (the model's embeddings must then be resized).
@@ -197,6 +197,8 @@ def load_tokenizer(path: str, fmt=None, revision: str | None = None, trust_remot
             tokenizer.add_tokens(missing, special_tokens=True)
         if fmt.chat_template is not None:
             tokenizer.chat_template = fmt.chat_template
+        if fmt.response_template is not None:  # saved into tokenizer_config.json with the tokenizer
+            tokenizer.response_template = fmt.response_template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -45,6 +45,7 @@ class ChatMLTest(ChatFormat):
     special_tokens = ["<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
     eos_token = "<|im_end|>"
     chat_template = CHATML_TEMPLATE
+    response_template = formats.get("native").response_template  # the same <tool_call> syntax
 
 
 def use_test_format(monkeypatch) -> ChatMLTest:
@@ -160,6 +161,8 @@ def test_sft_lora_trains_adapter_and_format_rows_only(make_cfg, monkeypatch, tmp
     tensors = adapter_tensors(out)
     lora_b = [v for k, v in tensors.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: every adapter moved
+    saved = json.loads((out / "tokenizer_config.json").read_text())
+    assert saved["response_template"] == fmt.response_template
     token_ids = models.load_tokenizer(str(out), fmt).convert_tokens_to_ids(fmt.special_tokens)
     base, tokenizer = models.load_trained(record["base_model"], cfg, fmt)
     model, _ = models.load_trained(str(out), cfg, fmt)

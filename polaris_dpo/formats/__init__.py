@@ -4,6 +4,7 @@
     fmt.render(messages, tools=tools, add_generation_prompt=True) -> str
     fmt.parse(text) -> {"role": "assistant", "content": ..., "tool_calls": [...]}
     fmt.chat_template -> the Jinja string saved into the tokenizer
+    fmt.response_template -> its inverse, saved beside it (tokenizer.parse_response, transformers serve)
 
 Each module defines one subclass of `ChatFormat` (see base.py for the contract) named `Format`.
 """

@@ -44,6 +44,7 @@ class ChatFormat:
     eos_token: str = ""  # the token that ends an assistant turn (generation stops on it; loss covers it)
     stop_strings: list[str] = []  # further strings that end generation
     chat_template: str | None = None  # Jinja template with {% generation %} markers around assistant output
+    response_template: dict | None = None  # its inverse for tokenizer.parse_response (see formats/response.py)
 
     def render(self, messages: list[dict], tools: list[dict] | None = None,
                add_generation_prompt: bool = False) -> str:

@@ -34,6 +34,7 @@ from polaris_dpo.formats.base import (
     with_legacy_call,
     with_legacy_calls,
 )
+from polaris_dpo.formats.response import CALL_NAMED, json_calls, prose, response_template
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -76,6 +77,14 @@ TEMPLATE = JINJA_MACROS + r"""
 """
 
 
+# The model writes the role after the prompt's bare <|im_start|>; text outside an assistant or function
+# message (the separator between two of them) belongs to no field.
+RESPONSE_TEMPLATE = response_template(
+    IM_START, prose(open="assistant\n", close=IM_END),
+    json_calls(CALL_NAMED, open_pattern=r"function\n(?:functions\.)?(?P<name>[^(\n]+?)[ \t]*\(",
+               close_pattern=r"\)\s*(?:<\|im_end\|>|\Z)"))
+
+
 class Format(ChatFormat):
     name = "chatml_tools"
     OPTIONS = ()
@@ -83,6 +92,7 @@ class Format(ChatFormat):
     eos_token = IM_END
     stop_strings: list[str] = []
     chat_template = TEMPLATE.strip()
+    response_template = RESPONSE_TEMPLATE
 
     def render_assistant(self, message: dict) -> str:
         message = with_legacy_call(message)

@@ -28,6 +28,7 @@ from polaris_dpo.formats.base import (
     skip_space,
     with_legacy_call,
 )
+from polaris_dpo.formats.response import CALL_NAMED, json_calls, prose, response_template
 from polaris_dpo.formats.typescript import JINJA_MACROS, has_functions, namespace
 
 PYTHON_PROMPT = ("When you send a message containing Python code to python, it will be executed in a stateful "
@@ -135,6 +136,19 @@ TEMPLATE_V1 = JINJA_MACROS + _CALL_ARGUMENTS + r"""
 """.replace("DEFAULT_SYSTEM", "'" + DEFAULT_SYSTEM_V1.replace("'", "\\'") + "'")
 
 
+# Raw python code is not JSON: allow_non_json gives it back as the arguments string (parse gives {"code": ...}).
+ARGUMENTS_OR_CODE = {"allow_non_json": True}
+_V2_PART_END = r"\n<\|from\|>assistant\n<\|recipient\|>|<\|stop\|>"
+RESPONSE_TEMPLATE_V2 = response_template(
+    FROM + "assistant\n" + RECIPIENT, prose(open="all\n" + CONTENT, close_pattern=_V2_PART_END),
+    json_calls(CALL_NAMED, open_pattern=r"(?!all\n)[ \t]*(?P<name>[^\n]+?)[ \t]*\n<\|content\|>",
+               close_pattern=_V2_PART_END, content_args=ARGUMENTS_OR_CODE))
+RESPONSE_TEMPLATE_V1 = response_template(
+    "assistant:\n", prose(close=END_ASSISTANT),
+    json_calls(CALL_NAMED, open_pattern=r"\s*<\|START_OF_FUNCTION_CALL\|>[ \t]*(?P<name>[^\n]+?)[ \t]*:\n",
+               close=END_CALL, content_args=ARGUMENTS_OR_CODE))
+
+
 def call_arguments(function: dict) -> str:
     """A call's arguments as written: raw code for python (unless it reads like a JSON object), else JSON."""
     arguments = function.get("arguments")
@@ -181,10 +195,12 @@ class Format(ChatFormat):
             self.special_tokens = [FROM, RECIPIENT, CONTENT, STOP]
             self.eos_token, self.stop_strings = STOP, []
             self.chat_template = TEMPLATE_V2.strip()
+            self.response_template = RESPONSE_TEMPLATE_V2
         else:
             self.special_tokens = [END_SYSTEM, END_USER, END_ASSISTANT, END_RESULT, START_CALL, END_CALL]
             self.eos_token, self.stop_strings = END_ASSISTANT, [END_CALL]
             self.chat_template = TEMPLATE_V1.strip()
+            self.response_template = RESPONSE_TEMPLATE_V1
 
     # ------------------------------------------------------------ rendering
 

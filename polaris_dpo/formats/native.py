@@ -31,6 +31,7 @@ from polaris_dpo.formats.base import (
     with_legacy_call,
     with_legacy_calls,
 )
+from polaris_dpo.formats.response import json_calls, prose, response_template
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOOL_CALL, TOOL_CALL_END = "<tool_call>", "</tool_call>"
@@ -93,6 +94,16 @@ TEMPLATE = JINJA_HELPERS + r"""
 """
 
 
+def calls_field(call_syntax: str, eos: str) -> dict:
+    """The response template's tool_calls field for `call_syntax`: one <tool_call> block per call, or one
+    [TOOL_CALLS] list running to the end of the turn."""
+    if call_syntax == "hermes":
+        return json_calls(open_pattern=r"\s*<tool_call>", close=TOOL_CALL_END)
+    calls = {"open": MISTRAL_CALLS, "content": "json", "transform": {"type": "function", "function": {
+        "name": "{name}", "arguments": "{arguments}"}}, "transform_each": True}
+    return {**calls, "close": eos} if eos else calls
+
+
 def load_template(template: str) -> tuple[str, str]:
     """(Jinja text, eos token or "") from a template string, a template file, or a tokenizer folder."""
     if "{%" in template or "{{" in template:
@@ -133,8 +144,24 @@ class Format(ChatFormat):
             self.eos_token = IM_END
             self.special_tokens = [IM_START, IM_END, *SYNTAX_TOKENS[call_syntax]]
         self.stop_strings = []
+        anchor = self._generation_prompt() if self.custom else IM_START + "assistant\n"
+        content = prose(close=self.eos_token) if self.eos_token else prose()
+        self.response_template = (response_template(anchor, content, calls_field(call_syntax, self.eos_token))
+                                  if anchor else None)
 
     # ------------------------------------------------------------ rendering
+
+    def _generation_prompt(self) -> str:
+        """What the template adds for add_generation_prompt after a user message, less leading whitespace
+        ("" when it adds nothing or cannot render one): where the assistant's text begins."""
+        from jinja2 import TemplateError
+
+        prompt = [{"role": "user", "content": "x"}]
+        try:
+            before, after = self._render_jinja(prompt, None, False), self._render_jinja(prompt, None, True)
+        except TemplateError:
+            return ""
+        return after[len(before):].lstrip() if after.startswith(before) else ""
 
     def _render_jinja(self, messages, tools, add_generation_prompt) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template

@@ -20,6 +20,7 @@ from polaris_dpo.formats.base import (
     with_legacy_call,
     with_legacy_calls,
 )
+from polaris_dpo.formats.response import json_calls, prose, response_template
 
 EOT, CALL = "<|end_of_turn|>", "<functioncall>"
 TOOL_ROLES = ("tool", "function", "fn")
@@ -65,6 +66,11 @@ TEMPLATE = JINJA_HELPERS + r"""
 """.replace("FUNCTIONS_INTRO", "'" + FUNCTIONS_INTRO.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'")
 
 
+# A call has no closing token: it ends where the next call or the end of the turn begins.
+RESPONSE_TEMPLATE = response_template("GPT4 Correct Assistant:", prose(close=EOT),
+                                      json_calls(open_pattern=r"\s*<functioncall>", close_pattern=r"\s*(?=<functioncall>)|<\|end_of_turn\|>"))
+
+
 class Format(ChatFormat):
     name = "openchat"
     OPTIONS = ()
@@ -72,6 +78,7 @@ class Format(ChatFormat):
     eos_token = EOT
     stop_strings: list[str] = []
     chat_template = TEMPLATE.strip()
+    response_template = RESPONSE_TEMPLATE
 
     def render_assistant(self, message: dict) -> str:
         message = with_legacy_call(message)

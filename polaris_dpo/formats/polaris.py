@@ -37,6 +37,7 @@ from polaris_dpo.formats.base import (
     with_legacy_call,
     with_legacy_calls,
 )
+from polaris_dpo.formats.response import json_calls, prose, response_template
 
 IM_START, IM_END, FN_START, FN_END = "<|im_start|>", "<|im_end|>", "<|fn_start|>", "<|fn_end|>"
 TOOL_ROLES = ("tool", "function", "fn")
@@ -81,12 +82,17 @@ TEMPLATE = JINJA_HELPERS + r"""
 """
 
 
+RESPONSE_TEMPLATE = response_template(IM_START + "assistant\n", prose(close=IM_END),
+                                      json_calls(open=FN_START, close=FN_END))
+
+
 class Format(ChatFormat):
     name = "polaris"
     OPTIONS = ("fn_role", "arguments_as_string", "config_options")
     special_tokens = [IM_START, IM_END, FN_START, FN_END]
     eos_token = IM_END
     stop_strings: list[str] = []
+    response_template = RESPONSE_TEMPLATE  # with arguments_as_string, parse_response leaves arguments a JSON string
 
     def __init__(self, fn_role: str = "fn", arguments_as_string: bool = False,
                  config_options: dict[str, str] | None = None):

@@ -27,6 +27,7 @@ from polaris_dpo.formats.base import (
     with_legacy_call,
     with_legacy_calls,
 )
+from polaris_dpo.formats.response import json_calls, prose, response_template
 
 EOS = "</s>"
 _LINE_OPENING_BRACE = re.compile(r"^[ \t]*\{", re.MULTILINE)
@@ -73,6 +74,15 @@ TEMPLATE = JINJA_HELPERS + r"""
 
 
 TEMPLATE = TEMPLATE.replace("DEFAULT_SYSTEM", jinja_literal(DEFAULT_SYSTEM)).replace("FUNCTIONS_INTRO", jinja_literal(FUNCTIONS_INTRO))
+
+
+# A call is a line that opens an object whose first key is "function" (parse also reads other key orders);
+# it ends at the line break before the next such line, or at the end of the turn.
+CALL_LINE = r'[ \t]*\{\s*"function"\s*:'
+RESPONSE_TEMPLATE = response_template(
+    "ASSISTANT:", prose(close=EOS),
+    json_calls({"type": "function", "function": {"name": "{content.function}", "arguments": "{content.params}"}},
+               open_pattern=r"(?<![^\n])(?=" + CALL_LINE + ")", close_pattern=r"\n(?=" + CALL_LINE + ")|</s>"))
 
 
 def context_prompt(documents: list[dict], instruction: str) -> str:
@@ -123,6 +133,7 @@ class Format(ChatFormat):
     eos_token = EOS
     stop_strings: list[str] = []
     chat_template = TEMPLATE.strip()
+    response_template = RESPONSE_TEMPLATE
     context_prompt = staticmethod(context_prompt)
 
     def render_assistant(self, message: dict) -> str:
