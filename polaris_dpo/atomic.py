@@ -1,7 +1,9 @@
-"""Atomic file writes: a temp file in the same folder, then a rename, so a crash leaves the old file or the new one."""
+"""Atomic file writes (text, JSON, JSONL): a temp file in the same folder, then a rename, so a crash leaves the
+old file or the new one."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -22,3 +24,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_json(path: str | Path, data, *, sort_keys: bool = False) -> Path:
+    """`data` as indented JSON (UTF-8 kept, other values by str) with a final newline, written atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False, default=str)
+                             + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, rows, before: str = "") -> Path:
+    """One JSON object a line (UTF-8 kept), after `before` (lines already there), written atomically."""
+    return atomic_write_text(path, before + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

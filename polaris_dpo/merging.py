@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +282,6 @@ def publish(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 # ---------------------------------------------------------------- verification
 
 
@@ -441,7 +437,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
             "source": {"base_model": chain.base_model, "adapters": [str(a) for a in chain.adapters],
                        "trained_in_4bit": chain.load_in_4bit, "fingerprint": fingerprint(chain, settings.dtype)},
         }
-        write_json(staging / VERIFICATION_RECORD, record)
+        atomic_write_json(staging / VERIFICATION_RECORD, record)
         if failures:
             failed = output.with_name(f"{output.name}.failed")
             publish(staging, failed)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polaris_dpo import messages as msgs
+from polaris_dpo.atomic import atomic_write_json, atomic_write_text
 from polaris_dpo.config import FAILURE_CATEGORIES
 from polaris_dpo.judge import expected_calls, expected_message, fix_spacing, judge
 from polaris_dpo.typography import find_issues
@@ -510,8 +511,8 @@ class PairSetWriter:
             f.close()
         stats = {**stats, "pairs": {split: dict(c) for split, c in self.counts.items()},
                  "chosen_sources": dict(self.chosen_sources), "prompt_sources": dict(self.sources)}
-        (self.staging / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        (self.staging / "README.md").write_text(card(self.target.name, stats, info, self.examples), encoding="utf-8")
+        atomic_write_json(self.staging / "stats.json", stats, sort_keys=True)
+        atomic_write_text(self.staging / "README.md", card(self.target.name, stats, info, self.examples))
         write_chart(self.staging / "categories.png", self.counts, self.target.name)
         self.staging.chmod(0o755)  # mkdtemp makes it private; a pair set is shared like any folder
         backup = None

@@ -9,12 +9,10 @@ Shared by stage eval, the pipeline summary and the pair-set card:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
-from polaris_dpo.atomic import atomic_write_text
 from polaris_dpo.config import CATEGORIES
 
 
@@ -46,14 +44,6 @@ def format_rate(entry: dict | None) -> str:
     if not entry or entry["rate"] is None or not entry["n"]:
         return "-"
     return f"{entry['rate']:.1%} of {entry['n']}"
-
-
-def atomic_write_json(path: str | Path, data) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def atomic_write_jsonl(path: str | Path, rows) -> Path:
-    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def category_chart(path: str | Path, series: dict[str, dict[str, float]], title: str = "",

@@ -17,7 +17,7 @@ import logging
 import math
 from pathlib import Path
 
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,6 @@ def _cache_file(cache_dir: str, model_id: str, scores_key: list[str]) -> Path:
     return Path(cache_dir).expanduser() / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def _write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
-
-
 def cached_scan(model, model_id: str, cache_dir: str) -> dict[str, dict]:
     names = sorted(linear_modules(model))
     cache = _cache_file(cache_dir, model_id, names)
@@ -107,7 +103,7 @@ def cached_scan(model, model_id: str, cache_dir: str) -> dict[str, dict]:
         log.info("spectrum: scan of %s read from %s", model_id, cache)
         return json.loads(cache.read_text())
     scores = scan(model)
-    _write_json(cache, scores)
+    atomic_write_json(cache, scores, sort_keys=True)
     log.info("spectrum: scanned %d matrices of %s (cached in %s)", len(scores), model_id, cache)
     return scores
 
@@ -116,8 +112,8 @@ def select(model, spectrum_cfg, model_id: str, output_dir: Path) -> list[str]:
     """Scan (or read the cache), choose the top fraction per type, record it in `output_dir/spectrum.json`."""
     scores = cached_scan(model, model_id, spectrum_cfg.cache_dir)
     chosen = choose(scores, spectrum_cfg.top_fraction)
-    _write_json(Path(output_dir) / SPECTRUM_JSON, {"model": model_id, "top_fraction": spectrum_cfg.top_fraction,
-                                                   "apply": spectrum_cfg.apply, "chosen": chosen, "scores": scores})
+    atomic_write_json(Path(output_dir) / SPECTRUM_JSON, {"model": model_id, "top_fraction": spectrum_cfg.top_fraction,
+                                                   "apply": spectrum_cfg.apply, "chosen": chosen, "scores": scores}, sort_keys=True)
     log.info("spectrum: training %d of %d matrices (top %.0f%% per type) with %s", len(chosen), len(scores),
              100 * spectrum_cfg.top_fraction, spectrum_cfg.apply)
     return chosen

@@ -28,7 +28,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json, atomic_write_text
 from polaris_dpo.redact import is_multirun, redact_overrides
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class SweepSummary(Callback):
         if not sweeper.endswith("BasicSweeper"):
             return  # other sweepers choose their points as they go: rows come from the points alone
         points = [redact_overrides(point) for point in sweep_points(list(config.hydra.overrides.task))]
-        atomic_write_text(Path(config.hydra.sweep.dir) / POINTS_FILE, json.dumps({"points": points}, indent=1))
+        atomic_write_json(Path(config.hydra.sweep.dir) / POINTS_FILE, {"points": points})
 
     def on_job_end(self, config, job_return, **kwargs: Any) -> None:
         if not is_multirun(config):
@@ -259,7 +259,7 @@ class SweepSummary(Callback):
             "log": submitit_log() or str(point_dir / f"{config.hydra.job.name}.log"),
             "error": f"{type(value).__name__}: {value}" if failed else None,
         }
-        atomic_write_text(point_dir / POINT_FILE, json.dumps(record, indent=1, default=str))
+        atomic_write_json(point_dir / POINT_FILE, record)
         try:
             write_summary(config.hydra.sweep.dir)
         except Exception as err:  # a summary problem must not turn a finished point into a failed one

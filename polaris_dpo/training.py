@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from polaris_dpo import formats, models, spectrum, tracking
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json
 from polaris_dpo.config import command_line_keys
 
 log = logging.getLogger(__name__)
@@ -321,10 +321,6 @@ def lineage(path: str) -> tuple[str, list[str]]:
 # ----------------------------------------------------------------------------- outputs
 
 
-def atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def save_model(trainer, tokenizer, output_dir: Path) -> None:
     """Adapter (or full model) and tokenizer with the format's tokens and chat template into `output_dir`.
 
@@ -365,4 +361,4 @@ def final_metrics(trainer) -> dict:
 
 
 def write_training_json(output_dir: Path, record: dict) -> None:
-    atomic_write_json(output_dir / TRAINING_JSON, record)
+    atomic_write_json(output_dir / TRAINING_JSON, record, sort_keys=True)

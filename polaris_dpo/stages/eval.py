@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from polaris_dpo import formats, messages, readers, report, tracking, training
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES
 from polaris_dpo.judge import JudgeOptions, expected_calls, judge
 
@@ -198,7 +198,7 @@ def _append_quarantine(path: Path | None, rows: list[dict]) -> None:
     if path is None or not rows:
         return
     before = path.read_text(encoding="utf-8") if path.is_file() else ""
-    atomic_write_text(path, before + "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    atomic_write_jsonl(path, rows, before)
 
 
 def sample_model(cfg, fmt, examples: list[dict], model_path: str | None) -> list[tuple[dict, str]]:
@@ -381,11 +381,11 @@ def render_report(metrics: dict, rows: list[dict], before: dict | None, worst: i
 
 def write_outputs(out: Path, metrics: dict, rows: list[dict], before: dict | None, worst: int) -> dict:
     paths = {
-        "metrics": report.atomic_write_json(out / "metrics.json", metrics),
-        "verdicts": report.atomic_write_jsonl(out / "verdicts.jsonl", (
+        "metrics": atomic_write_json(out / "metrics.json", metrics),
+        "verdicts": atomic_write_jsonl(out / "verdicts.jsonl", (
             {key: row[key] for key in ("id", "sample", "category", "detail", "source", "position", "text")}
             for row in rows)),
-        "report": report.atomic_write_text(out / "report.md", render_report(metrics, rows, before, worst)),
+        "report": atomic_write_text(out / "report.md", render_report(metrics, rows, before, worst)),
     }
     rates = {c: e["rate"] for c, e in metrics["categories"].items()}
     series = {"before": {c: e["rate"] for c, e in before["categories"].items()}, "after": rates} if before else \

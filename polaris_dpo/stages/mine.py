@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from polaris_dpo import pairs, readers, training
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json, atomic_write_jsonl
 from polaris_dpo.config import FAILURE_CATEGORIES
 from polaris_dpo.messages import examples as examples_of
 from polaris_dpo.redact import config_yaml
@@ -80,14 +80,6 @@ def fingerprint(cfg, model_path: str | None) -> str:
     body["data"].pop("quarantine", None)
     body["model"].pop("cache_dir", None)
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_json(path: Path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=1, sort_keys=True))
-
-
-def _write_shard(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def load_state(work: Path, print_: str) -> dict:
@@ -270,11 +262,11 @@ def run(cfg) -> dict:
                 records += [{"counterweight": outcome.counterweight}] if outcome.counterweight else []
                 records += [{"quarantine": q} for q in outcome.quarantine]
             name = f"shard-{len(state['shards']):06d}.jsonl"
-            _write_shard(work / name, records)
+            atomic_write_jsonl(work / name, records)
             state["shards"].append(name)
             state["prompts_done"] += len(chunk)
             state["failures"] = source.failures
-            _write_json(work / "state.json", state)
+            atomic_write_json(work / "state.json", state, sort_keys=True)
         state["data_counts"] = dict(reading.counts) if state["prompts_done"] else state["data_counts"]
     finally:
         source.close()
@@ -291,7 +283,7 @@ def run(cfg) -> dict:
     target, stats = finalize(work, state, pairs_dir / m.name, m, cfg.seed, info, run_dir)
     shutil.rmtree(work, ignore_errors=True)
     result = {"pairs": str(target), "stats": stats}
-    _write_json(run_dir / "mine.json", result)
+    atomic_write_json(run_dir / "mine.json", result, sort_keys=True)
     return result
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from polaris_dpo import report
-from polaris_dpo.atomic import atomic_write_text
+from polaris_dpo.atomic import atomic_write_json, atomic_write_text
 from polaris_dpo.config import CATEGORIES, FAILURE_CATEGORIES, STAGES, command_line_keys
 from polaris_dpo.redact import redact_overrides, scrub
 
@@ -44,10 +44,6 @@ def resume_command(run_dir: Path) -> str:
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("hydra.run.dir=")]
     quoted = [shlex.quote(o) for o in redact_overrides(overrides)]
     return " ".join(["python -m polaris_dpo", *quoted, shlex.quote(f"hydra.run.dir={run_dir}")])
-
-
-def write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def step_names(rounds: int, forgetting: bool = False) -> list[str]:
@@ -100,7 +96,7 @@ class State:
         self.steps[name] = {"status": status, "wall_s": round(wall_s, 2), "result": result or {}}
         if error:
             self.steps[name]["error"] = error
-        write_json(self.path, {"config": self.fingerprint, "steps": self.steps})
+        atomic_write_json(self.path, {"config": self.fingerprint, "steps": self.steps})
 
     def result(self, name: str) -> dict:
         return self.steps[name]["result"]
@@ -357,7 +353,7 @@ def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds:
     lines += [f"| {name} | {info['wall_s']:.1f} |" for name, info in steps.items()]
     lines += ["", f"Pair set (last round): `{pairs_path}`  ", f"Merged model: `{merged}`  ",
               f"Evaluations: {', '.join(f'`{run_dir / name}`' for name in evals.values())}", ""]
-    report_path = report.atomic_write_text(run_dir / "report.md", "\n".join(lines))
+    report_path = atomic_write_text(run_dir / "report.md", "\n".join(lines))
 
     def rates(metrics: dict) -> dict[str, float]:
         return {c: metrics["categories"][c]["rate"] for c in CATEGORIES}
@@ -380,7 +376,7 @@ def write_report(run_dir: Path, cfg: DictConfig, steps: dict[str, dict], rounds:
                   "eval_before": str(run_dir / "eval_before"), "eval_after": str(run_dir / evals[last])},
         "seed": int(cfg.seed),
     }
-    report.atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
     return {"report": str(report_path), "summary": str(run_dir / SUMMARY_FILE)}
 
 
