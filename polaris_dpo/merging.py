@@ -155,13 +155,11 @@ def existing_verification(folder: str | Path, expected_fingerprint: str) -> dict
 # ---------------------------------------------------------------- loading and folding
 
 
-def _torch_dtype(name: str):
-    import torch
+def merge_dtype(name: str):
+    """The torch dtype a merge folds in: float32 or bfloat16 (never a 4-bit or fp16 base)."""
+    from polaris_dpo import models
 
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-    except KeyError:
-        raise MergeError(f"merge.dtype={name!r}: expected float32 | bfloat16 (never a 4-bit or fp16 base)") from None
+    return models.dtype_named(name, "merge.dtype", "float32 | bfloat16")
 
 
 def load_tokenizer(chain: Chain, fmt=None):
@@ -380,7 +378,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
     if not examples:
         raise MergeError("no verification prompts: the eval data gave no examples")
     tolerance = settings.tolerance if settings.tolerance is not None else DEFAULT_TOLERANCE[settings.dtype]
-    _torch_dtype(settings.dtype)
+    merge_dtype(settings.dtype)
     tokenizer = load_tokenizer(chain, fmt)
     prompts = render_prompts(tokenizer, examples)
 
@@ -403,7 +401,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
         reference_logits = prompt_logits(reference, tokenizer, prompts)
         _free(reference)
 
-        merged = AutoModelForCausalLM.from_pretrained(staging, dtype=_torch_dtype(settings.dtype))
+        merged = AutoModelForCausalLM.from_pretrained(staging, dtype=merge_dtype(settings.dtype))
         merged.eval()
         plain_tokenizer = AutoTokenizer.from_pretrained(staging)
         if plain_tokenizer.chat_template != tokenizer.chat_template:

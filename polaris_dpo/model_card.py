@@ -5,17 +5,7 @@ from __future__ import annotations
 import json
 
 from polaris_dpo.redact import scrub
-
-
-def numeric_leaves(node, prefix: str = "") -> dict[str, float]:
-    """{"a.b.c": number} for every number in a nested dict: metrics of any shape become table rows."""
-    out: dict[str, float] = {}
-    if isinstance(node, dict):
-        for key, value in node.items():
-            out.update(numeric_leaves(value, f"{prefix}{key}."))
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        out[prefix[:-1]] = node
-    return out
+from polaris_dpo.report import numeric_leaves
 
 
 def _fmt(value) -> str:

@@ -164,13 +164,12 @@ def check_loadable_instead_of_gguf(model_cfg) -> None:
 
 
 def dtype_named(name: str, key: str, allowed: str = "float32 | bfloat16 | float16"):
-    """The torch dtype called `name`; `key` and `allowed` describe the config key it came from, for the error."""
+    """The torch dtype called `name`, one of `allowed`; `key` names the config key it came from, for the error."""
     import torch
 
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"{key}={name!r}: expected {allowed}") from None
+    if name not in allowed.split(" | "):
+        raise ValueError(f"{key}={name!r}: expected {allowed}")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def torch_dtype(model_cfg, hardware_cfg):

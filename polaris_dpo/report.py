@@ -1,16 +1,18 @@
 """Rates with confidence intervals, bar charts by category (before/after side by side), Markdown tables.
 
-Shared by stage eval, the pipeline summary and the pair-set card:
+Shared by stage eval, the pipeline summary, the pair-set card, the model card and the sweep summary:
 
     rate_with_interval(k, n) -> {"rate", "low", "high", "count", "n"}
     category_chart(path, {"before": {cat: rate}, "after": {...}}, title)   # PNG, matplotlib Agg
     category_table({"before": metrics_categories, "after": ...}) -> Markdown
+    numeric_leaves({"a": {"b": 1}}) -> {"a.b": 1}
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from polaris_dpo.config import CATEGORIES
@@ -44,6 +46,18 @@ def format_rate(entry: dict | None) -> str:
     if not entry or entry["rate"] is None or not entry["n"]:
         return "-"
     return f"{entry['rate']:.1%} of {entry['n']}"
+
+
+def numeric_leaves(node, prefix: str = "") -> dict[str, float]:
+    """{"a.b.c": number} for every number in nested mappings (bools and strings dropped): metrics of any
+    shape become table rows."""
+    out: dict[str, float] = {}
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            out.update(numeric_leaves(value, f"{prefix}{key}."))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        out[prefix[:-1]] = node
+    return out
 
 
 def category_chart(path: str | Path, series: dict[str, dict[str, float]], title: str = "",

@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 
 from polaris_dpo.atomic import atomic_write_json, atomic_write_text
 from polaris_dpo.redact import is_multirun, redact_overrides
+from polaris_dpo.report import numeric_leaves
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +51,6 @@ TRAINER_KEYS = [
     "eval_rewards/margins",
     "eval_rewards/accuracies",
 ]
-
-
-def flatten_numbers(value: Any, prefix: str = "") -> dict[str, float]:
-    """The numeric leaves of nested dicts, keyed by their dotted path (bools and strings dropped)."""
-    out: dict[str, float] = {}
-    if isinstance(value, Mapping):
-        for key, sub in value.items():
-            out.update(flatten_numbers(sub, f"{prefix}{key}."))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        out[prefix[:-1]] = value
-    return out
 
 
 def trainer_metrics(point_dir: Path) -> dict[str, float]:
@@ -87,9 +77,9 @@ def point_metrics(return_value: Any, point_dir: Path) -> dict[str, float]:
     """Numbers the stage returned (its headline `metrics` dict unprefixed), then trainer_state.json's."""
     metrics: dict[str, float] = {}
     if isinstance(return_value, Mapping):
-        metrics.update(flatten_numbers(return_value.get("metrics", {})))
+        metrics.update(numeric_leaves(return_value.get("metrics", {})))
         rest = {k: v for k, v in return_value.items() if k != "metrics"}
-        metrics.update({k: v for k, v in flatten_numbers(rest).items() if k not in metrics})
+        metrics.update({k: v for k, v in numeric_leaves(rest).items() if k not in metrics})
     for key, value in trainer_metrics(point_dir).items():
         metrics.setdefault(key, value)
     return metrics
