@@ -22,17 +22,19 @@ import logging
 import math
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polaris_dpo import lineage
 from polaris_dpo.atomic import atomic_write_json
+from polaris_dpo.lineage import TRAINING_JSON
 
 log = logging.getLogger(__name__)
 
 # float32 folding error grows with depth: 1.1e-4 measured on SmolLM2-135M (30 layers, logits up to ~30) with
 # top-1 agreement 100 %; a lost or random row moves logits by whole units
 DEFAULT_TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
-TRAINING_RECORD = "training.json"
 VERIFICATION_RECORD = "verification.json"
 
 
@@ -52,49 +54,23 @@ class Chain:
     records: list[dict] = field(default_factory=list)  # training.json of the folders involved
 
 
-def read_record(folder: str | Path) -> dict | None:
-    path = Path(folder) / TRAINING_RECORD
-    if not path.is_file():
-        return None
+@contextmanager
+def lineage_errors_as_merge_errors():
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise MergeError(f"{path}: not valid JSON ({err})") from None
-    for key in ("base_model", "adapter_chain"):
-        if key not in record:
-            raise MergeError(f"{path}: missing field {key!r}")
-    return record
-
-
-def _resolve_dir(entry: str, record_dir: Path) -> Path:
-    """An adapter_chain entry: as written when it exists, else relative to the folder of the record."""
-    path = Path(entry).expanduser()
-    if path.is_dir() or path.is_absolute():
-        return path
-    return record_dir / path
-
-
-def _adapter_base(adapter: Path) -> str:
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        raise MergeError(f"{adapter}: not an adapter folder (no adapter_config.json)")
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if not base:
-        raise MergeError(f"{config}: missing field 'base_model_name_or_path'")
-    return base
+        yield
+    except lineage.LineageError as err:
+        raise MergeError(str(err)) from None
 
 
 def chain_from_stage_output(folder: str | Path) -> Chain:
     """The chain a stage output folder records in its training.json."""
     folder = Path(folder)
-    record = read_record(folder)
-    if record is None:
-        raise MergeError(f"{folder}: no {TRAINING_RECORD} (is this a stage sft/dpo output folder?)")
-    adapters = [_resolve_dir(a, folder) for a in record["adapter_chain"]]
-    for adapter in adapters:
-        if not (adapter / "adapter_config.json").is_file():
-            raise MergeError(f"{folder / TRAINING_RECORD}: adapter_chain entry {str(adapter)!r} has no adapter_config.json")
-    return Chain(base_model=record["base_model"], adapters=adapters, tokenizer_dir=folder,
+    with lineage_errors_as_merge_errors():
+        record = lineage.read_record(folder)
+        if record is None:
+            raise MergeError(f"{folder}: no {TRAINING_JSON} (is this a stage sft/dpo output folder?)")
+        made_of = lineage.from_record(folder, record)
+    return Chain(base_model=made_of.base_model, adapters=made_of.adapters, tokenizer_dir=folder,
                  load_in_4bit=bool(record.get("load_in_4bit", False)), format=record.get("format"),
                  records=[record])
 
@@ -104,10 +80,11 @@ def chain_from_adapters(adapters: list[str | Path]) -> Chain:
     if not adapters:
         raise MergeError("merge.adapters is empty")
     paths = [Path(a).expanduser() for a in adapters]
-    records = [r for r in (read_record(p) for p in paths) if r is not None]
-    base = records[0]["base_model"] if records else _adapter_base(paths[0])
-    for path in paths:
-        _adapter_base(path)  # each must be an adapter folder
+    with lineage_errors_as_merge_errors():
+        records = [r for r in (lineage.read_record(p) for p in paths) if r is not None]
+        base = records[0]["base_model"] if records else lineage.adapter_base(paths[0])
+        for path in paths:
+            lineage.adapter_base(path)  # each must be an adapter folder
     return Chain(base_model=base, adapters=paths, tokenizer_dir=paths[-1],
                  load_in_4bit=any(r.get("load_in_4bit", False) for r in records),
                  format=records[-1].get("format") if records else None, records=records)
@@ -117,14 +94,14 @@ def chain_for_run(folder: str | Path) -> Chain:
     """The chain of a stage output (`.../dpo`, with its training.json) or of a run folder: a stage run's
     dpo/ when it is complete, else sft/; a pipeline run's newest dpo_N/dpo, else sft/sft."""
     folder = Path(folder)
-    if (folder / TRAINING_RECORD).is_file():
+    if (folder / TRAINING_JSON).is_file():
         return chain_from_stage_output(folder)
     rounds = sorted((p for p in folder.glob("dpo_*/dpo") if p.parent.name[4:].isdigit()),
                     key=lambda p: int(p.parent.name[4:]), reverse=True)
     for candidate in [folder / "dpo", folder / "sft", *rounds, folder / "sft" / "sft"]:
-        if (candidate / TRAINING_RECORD).is_file():
+        if (candidate / TRAINING_JSON).is_file():
             return chain_from_stage_output(candidate)
-    raise MergeError(f"{folder}: not a stage output (no {TRAINING_RECORD}) nor a run folder with dpo/, sft/ or a "
+    raise MergeError(f"{folder}: not a stage output (no {TRAINING_JSON}) nor a run folder with dpo/, sft/ or a "
                      "pipeline's dpo_N/dpo; name the folders with merge.adapters=[...] or merge.source=...")
 
 
@@ -240,19 +217,6 @@ def check_added_rows_are_carried(model, chain: Chain, base_vocab: int) -> None:
                              f"base vocabulary ({base_vocab}) but no adapter in {[str(a) for a in chain.adapters]} saves "
                              f"their rows of '{name}' (trainable_token_indices or modules_to_save): merged rows would "
                              "be random")
-
-
-def fold(model, adapters: list[Path], keep_last_unmerged: bool = False):
-    """Apply each adapter in order, merging it in; the last one stays a live adapter when asked (the reference)."""
-    from peft import PeftModel
-
-    for i, adapter in enumerate(adapters):
-        model = PeftModel.from_pretrained(model, str(adapter))
-        if keep_last_unmerged and i == len(adapters) - 1:
-            break
-        model = model.merge_and_unload(safe_merge=True)
-    model.eval()
-    return model
 
 
 def _free(*objects) -> None:
@@ -385,7 +349,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
     log.info("merging %d adapter(s) into %s (%s)", len(chain.adapters), chain.base_model, settings.dtype)
     model = load_base(chain, model_cfg, hardware_cfg, tokenizer, settings.dtype)
     check_added_rows_are_carried(model, chain, _original_vocab(chain, model_cfg))
-    model = fold(model, chain.adapters)
+    model = lineage.fold(model, chain.adapters)
     if fmt is not None and fmt.eos_token in tokenizer.get_vocab():
         model.generation_config.eos_token_id = sorted({tokenizer.eos_token_id,
                                                        tokenizer.convert_tokens_to_ids(fmt.eos_token)})
@@ -397,7 +361,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
         _free(model)
 
         reference = load_base(chain, model_cfg, hardware_cfg, tokenizer, settings.dtype)
-        reference = fold(reference, chain.adapters, keep_last_unmerged=True)
+        reference = lineage.fold(reference, chain.adapters, keep_last_unmerged=True)
         reference_logits = prompt_logits(reference, tokenizer, prompts)
         _free(reference)
 
@@ -416,7 +380,7 @@ def merge_and_verify(chain: Chain, output: str | Path, examples: list[dict], mod
         quantized = None
         if chain.load_in_4bit:
             reference = load_base(chain, model_cfg, hardware_cfg, tokenizer, settings.dtype, in_4bit=True)
-            reference = fold(reference, chain.adapters, keep_last_unmerged=True)
+            reference = lineage.fold(reference, chain.adapters, keep_last_unmerged=True)
             quantized = compare_logits(prompt_logits(reference, tokenizer, prompts), merged_logits)
             _free(reference)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from polaris_dpo import paths
+from polaris_dpo import lineage, paths
 
 log = logging.getLogger(__name__)
 
@@ -296,25 +296,44 @@ def init_new_token_rows(model, tokenizer, ids) -> dict[str, str]:
     return texts
 
 
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
+def load_folded(base_path: str, adapters: list, cfg, tokenizer, scratch: str | Path | None = None):
+    """The base with `adapters` merged in order, in full precision (a merge onto 4-bit weights is lossy), then
+    in 4-bit when `cfg.model` says so (saved into a temporary folder under `scratch` and reloaded)."""
+    if not adapters:
+        return load_model(base_path, cfg.model, cfg.hardware, tokenizer)
+    full = cfg.model.copy()
+    full.load_in_4bit = False
+    model = lineage.fold(load_model(base_path, full, cfg.hardware, tokenizer), adapters)
+    if not cfg.model.load_in_4bit:
+        return model
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".folded_base-", dir=scratch))
+    try:
+        model.save_pretrained(staging)
+        del model
+        return load_model(str(staging), cfg.model, cfg.hardware, tokenizer)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_trained(path: str, cfg, fmt=None, merge_adapter: bool = False):
-    """(model, tokenizer) from a stage's output folder: a full model, or a PEFT adapter over its base.
+    """(model, tokenizer) from a stage's output folder: a full model, or the adapters of its lineage over their base.
 
-    Training stages save the tokenizer (with the format's tokens and chat template) next to their
-    weights, so the tokenizer is read from `path`; an adapter's base is the one recorded in its
-    adapter_config.json, loaded as `cfg.model` says (dtype, 4-bit) and resized to the tokenizer.
+    Training stages save the tokenizer (with the format's tokens and chat template) next to their weights,
+    so the tokenizer is read from `path`. The model is the one the stage trained (`lineage.of`): the base
+    with all adapters but the last folded in, loaded as `cfg.model` says (dtype, 4-bit) and resized to the
+    tokenizer, and the last adapter over it (merged in with `merge_adapter`).
     """
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
 
     tokenizer = load_tokenizer(path, fmt)
-    if not is_adapter_dir(path):
-        return load_model(path, cfg.model, cfg.hardware, tokenizer), tokenizer
-    base_path = PeftConfig.from_pretrained(path).base_model_name_or_path
-    base = load_model(base_path, cfg.model, cfg.hardware, tokenizer)
-    model = PeftModel.from_pretrained(base, path)
+    made_of = lineage.of(path)
+    if not made_of.adapters:
+        return load_model(made_of.base_model, cfg.model, cfg.hardware, tokenizer), tokenizer
+    *fold_in, last = made_of.adapters
+    model = PeftModel.from_pretrained(load_folded(made_of.base_model, fold_in, cfg, tokenizer, cfg.get("run_dir")),
+                                      str(last))
     if merge_adapter:
         model = model.merge_and_unload()
     return model, tokenizer

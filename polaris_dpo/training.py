@@ -9,7 +9,6 @@ lost, a reference model that silently becomes the raw base).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import shutil
@@ -20,10 +19,9 @@ from omegaconf import OmegaConf
 from polaris_dpo import formats, models, spectrum, tracking
 from polaris_dpo.atomic import atomic_write_json
 from polaris_dpo.config import command_line_keys
+from polaris_dpo.lineage import TRAINING_JSON, read_training_json
 
 log = logging.getLogger(__name__)
-
-TRAINING_JSON = "training.json"
 
 
 def format_config(cfg, model_path: str | None = None):
@@ -292,30 +290,6 @@ def trainable_summary(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable_parameters": trainable, "total_parameters": total}
-
-
-# ----------------------------------------------------------------------------- model lineage
-
-
-def read_training_json(path: str | Path) -> dict | None:
-    file = Path(path) / TRAINING_JSON
-    return json.loads(file.read_text()) if file.is_file() else None
-
-
-def lineage(path: str) -> tuple[str, list[str]]:
-    """(full-precision base, adapter chain) that reproduce the model at `path`.
-
-    A folder written by a stage records both in its training.json; any other adapter folder names its
-    base in adapter_config.json; anything else is a base model itself.
-    """
-    record = read_training_json(path)
-    if record is not None:
-        return record["base_model"], list(record["adapter_chain"])
-    if models.is_adapter_dir(path):
-        from peft import PeftConfig
-
-        return PeftConfig.from_pretrained(path).base_model_name_or_path, [str(path)]
-    return str(path), []
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polaris_dpo import merging, model_card  # noqa: E402
+from polaris_dpo import lineage, merging, model_card  # noqa: E402
 from polaris_dpo.compose import compose  # noqa: E402
 
 log = logging.getLogger("merge_and_upload")
@@ -103,7 +103,7 @@ def write_card(args, cfg, merged_dir: Path, verification: dict) -> Path:
     from polaris_dpo import formats
 
     sources = [Path(a) for a in verification.get("source", {}).get("adapters", [])]
-    records = [r for r in (merging.read_record(p) for p in sources) if r is not None]
+    records = [r for r in (lineage.read_record(p) for p in sources) if r is not None]
     fmt_cfg = OmegaConf.merge(cfg.format, records[-1]["format"]) if records and records[-1].get("format") else cfg.format
     run_config = Path(cfg.run_dir) / "config.yaml"
     config = (OmegaConf.to_container(OmegaConf.load(run_config)) if run_config.is_file()

@@ -60,3 +60,42 @@ def test_a_contradicting_format_on_the_command_line_names_both(make_cfg, tmp_pat
     monkeypatch.setattr(training, "format_set_on_command_line", lambda: True)
     with pytest.raises(ValueError, match=r"trained with format .*functionary.*format\.name='chatml_tools'"):
         training.load_format(cfg, str(folder))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_4bit", [False, True], ids=["full-precision", "4-bit"])
+def test_a_merge_sft_dpo_output_evaluates_and_merges_as_the_model_it_trained(make_cfg, tmp_path, in_4bit):
+    """After `dpo.reference=merge_sft` the DPO adapter sits on the base with the SFT adapter folded in: eval (and
+    mining) load that model from training.json, not the base named in adapter_config.json (the raw base, or the
+    4-bit staging folder the stage deletes)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from polaris_dpo import models
+
+    quant = ["model.load_in_4bit=true"] if in_4bit else []
+    sft_cfg = make_cfg("stage=sft", *TINY, *QUICK, *quant, "sft.max_steps=3", "sft.learning_rate=1e-2",
+                       "sft.per_device_train_batch_size=4", run_dir=tmp_path / "sft_run")
+    sft_out = sft.run(sft_cfg, conversations=conversations(8))["output_dir"]
+    pairs = write_pairs(tmp_path / "pairs", n=4)
+    dpo_cfg = make_cfg("stage=dpo", *TINY, *QUICK, *quant, "dpo.reference=merge_sft", "dpo.max_steps=1",
+                       "dpo.per_device_train_batch_size=2", f"dpo.pairs={pairs}", f"dpo.sft_model={sft_out}",
+                       run_dir=tmp_path / "dpo_run")
+    dpo_out = dpo.run(dpo_cfg)["output_dir"]
+
+    eval_cfg = make_cfg("stage=eval", *TINY, *quant, f"eval.model_path={dpo_out}", "eval.max_prompts=2",
+                        "eval.samples_per_prompt=1", "eval.max_new_tokens=4", run_dir=tmp_path / "eval_run")
+    assert eval.run(eval_cfg)["metrics"]["n"] == 2
+    merge_cfg = make_cfg("stage=merge", *TINY, *quant, f"merge.source={dpo_out}", "merge.verify_prompts=1",
+                         run_dir=tmp_path / "merge_run")
+    assert merge_stage.run(merge_cfg)["passed"]
+    if in_4bit:
+        return  # a 4-bit load differs from the full-precision merge by design
+
+    loaded, tokenizer = models.load_trained(dpo_out, eval_cfg, training.load_format(eval_cfg, dpo_out),
+                                            merge_adapter=True)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merge_run" / "merged", dtype=torch.float32)
+    ids = tokenizer("What is the weather in Paris?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        difference = (loaded.eval()(input_ids=ids).logits - merged.eval()(input_ids=ids).logits).abs().max()
+    assert difference < 1e-3, f"eval's model is not base + SFT + DPO (max |logit diff| {difference:.3g})"

@@ -13,11 +13,10 @@ Writes `<run_dir>/<dpo.output>/`: adapter or model, tokenizer, training.json.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
-from polaris_dpo import models, tracking, training
+from polaris_dpo import lineage, models, tracking, training
 from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
@@ -38,33 +37,6 @@ def load_pairs(folder: str | Path):
     if missing:
         raise ValueError(f"{train}: pair rows lack {missing}")
     return dataset.remove_columns([c for c in dataset.column_names if c not in PAIR_COLUMNS])
-
-
-def fold(base_path: str, adapters: list[str], cfg, tokenizer):
-    """The base with `adapters` merged in order, in full precision (a merge onto 4-bit weights is lossy)."""
-    from peft import PeftModel
-
-    full = cfg.model.copy()
-    full.load_in_4bit = False
-    model = models.load_model(base_path, full, cfg.hardware, tokenizer)
-    for adapter in adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return model
-
-
-def load_start(cfg, source: str, fold_in: list[str], tokenizer, out: Path):
-    """The model DPO starts from: base + folded adapters, in 4-bit when configured."""
-    if not fold_in:
-        return models.load_model(source, cfg.model, cfg.hardware, tokenizer)
-    model = fold(source, fold_in, cfg, tokenizer)
-    if not cfg.model.load_in_4bit:
-        return model
-    staging = out / ".folded_base"  # quantise the folded model by reloading it in 4-bit
-    model.save_pretrained(staging)
-    del model
-    model = models.load_model(str(staging), cfg.model, cfg.hardware, tokenizer)
-    shutil.rmtree(staging, ignore_errors=True)
-    return model
 
 
 def copy_adapter_into_ref(model) -> int:
@@ -100,11 +72,12 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
     if source is None:
         source = models.model_path_for(cfg, fmt)
         log.warning("dpo: no SFT model given (dpo.sft_model is null): the reference is the RAW BASE %s", source)
-    base_path, chain = training.lineage(str(source))
+    made_of = lineage.of(source)
+    base_path, chain = made_of.base_model, [str(adapter) for adapter in made_of.adapters]
     continue_adapter = cfg.dpo.reference == "continue_adapter" and bool(chain)
     fold_in = chain[:-1] if continue_adapter else chain
     tokenizer = models.load_tokenizer(str(source), fmt, cfg.model.revision, cfg.model.trust_remote_code)
-    model = load_start(cfg, base_path, fold_in, tokenizer, out)
+    model = models.load_folded(base_path, fold_in, cfg, tokenizer, scratch=out)
 
     if continue_adapter:
         if cfg.model.load_in_4bit:

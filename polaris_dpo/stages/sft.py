@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from polaris_dpo import models, tracking, training
+from polaris_dpo import lineage, models, tracking, training
 from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
     out = Path(output_dir or Path(cfg.run_dir) / cfg.sft.output)
     out.mkdir(parents=True, exist_ok=True)
     base_path = model_path or models.model_path_for(cfg, fmt)
-    if models.is_adapter_dir(base_path):
+    if lineage.is_adapter_dir(base_path):
         raise ValueError(f"sft: {base_path} is an adapter; start SFT from a full model (merge it first)")
     row_phases = phases(cfg, conversations)
 
