@@ -1,16 +1,29 @@
-"""The bundled demo data: rebuilt exactly from glaive templates, the failures real data has, unseen held-out prompts."""
+"""The bundled demo data (scripts/build_demo_data.py): rebuilt exactly from glaive templates, the failures real data has, unseen held-out prompts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from polaris_dpo import demo_data, messages, paths, readers
+from polaris_dpo import messages, paths, readers
 from polaris_dpo.typography import find_issues
 
+
+def _script():
+    spec = importlib.util.spec_from_file_location("build_demo_data", REPO / "scripts" / "build_demo_data.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+demo_data = _script()
 DEMO = Path(paths.asset(demo_data.DEMO_DIR))
 
 

@@ -1,4 +1,4 @@
-"""The default job's data: `polaris_dpo/assets/demo/demo_conversations.jsonl` (see polaris_dpo/demo_data.py).
+"""The default job's data: `polaris_dpo/assets/demo/demo_conversations.jsonl` (built by scripts/build_demo_data.py).
 
 Rows are conversations in storage form, as this toolkit writes them, with provenance (`source`, `row`: the
 glaive row of the template or text exchange they were made from) and what was done to them

@@ -1,4 +1,9 @@
-"""The default job's training data: short conversations built from templates cut out of the bundled glaive sample.
+"""Build the default job's data, `polaris_dpo/assets/demo/` (demo_conversations.jsonl, build.json): short
+conversations made from templates cut out of the bundled glaive sample.
+
+    .venv/bin/python scripts/build_demo_data.py
+
+Deterministic; tests/test_demo_data.py checks that the bundled file is exactly what this builds.
 
 The glaive sample has 300 conversations with 211 calls over 64 functions: far too little, and too long
 (median ~480 tokens), for a 4M-parameter model to learn calling from in a few CPU minutes. So each call
@@ -32,10 +37,16 @@ import copy
 import json
 import random
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from polaris_dpo.atomic import atomic_write_json, atomic_write_jsonl  # noqa: E402
 
 SPACING_RATE = 0.35  # share of final answers (after a function result) given a spacing error
 MISSED_CALL_RATE = 0.15  # share of training calls answered in prose instead
@@ -498,12 +509,7 @@ def write_demo(target_dir: Path, *, eval_fraction: float = 0.2, split_seed: int 
         return readers.is_held_out(cid, eval_fraction, split_seed)
 
     conversations, templates = build(glaive_conversations(), is_eval=held_out, seed=seed)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target_dir / f".{DEMO_FILE}.tmp"
-    with tmp.open("w", encoding="utf-8") as handle:
-        for conv in conversations:
-            handle.write(json.dumps(messages.to_storage(conv), ensure_ascii=False) + "\n")
-    tmp.replace(target_dir / DEMO_FILE)
+    atomic_write_jsonl(target_dir / DEMO_FILE, (messages.to_storage(conv) for conv in conversations))
     info = {
         "source": GLAIVE, "eval_fraction": eval_fraction, "split_seed": split_seed, "seed": seed,
         "conversations": CONVERSATIONS, "spacing_rate": SPACING_RATE, "missed_call_rate": MISSED_CALL_RATE,
@@ -513,9 +519,7 @@ def write_demo(target_dir: Path, *, eval_fraction: float = 0.2, split_seed: int 
         "counts": {"train": noise_counts([c for c in conversations if not held_out(c["id"])]),
                    "eval": noise_counts([c for c in conversations if held_out(c["id"])])},
     }
-    tmp = target_dir / f".{BUILD_FILE}.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(target_dir / BUILD_FILE)
+    atomic_write_json(target_dir / BUILD_FILE, info)
     return info
 
 
