@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from polaris_dpo import step_config
 from polaris_dpo.config import CATEGORIES
 from polaris_dpo.stages import pipeline
 
@@ -39,10 +40,10 @@ def test_the_command_line_wins_over_a_step_override(make_cfg, tmp_path):
     cfg = make_cfg("dpo.beta=0.2", "dpo.trl={}", step_override("dpo", "dpo.beta=0.5", "dpo.learning_rate=0.25",
                                                                "dpo.trl.ld_alpha=0.5"))
     cli = {"dpo.beta", "dpo.trl"}
-    dpo_cfg = pipeline.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=cli)
+    dpo_cfg = step_config.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=cli)
     assert dpo_cfg.dpo.beta == 0.2  # given on the command line: the step override does not replace it
     assert dpo_cfg.dpo.learning_rate == 0.25 and dpo_cfg.dpo.trl == {}
-    assert pipeline.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=set()).dpo.beta == 0.5
+    assert step_config.build_step_cfg(cfg, tmp_path, "dpo_1", "dpo", cli_keys=set()).dpo.beta == 0.5
 
 
 def recipe_keys() -> dict:
@@ -99,7 +100,7 @@ def test_the_default_recipe_is_real_keys_each_overridable_on_the_command_line():
     step_keys = {o.partition("=")[0] for overrides in default.pipeline.step_overrides.values() for o in overrides}
     assert step_keys == {"model.dtype"}  # the only setting a step changes; the command line wins there too
     cfg = compose(["model.dtype=float32"])
-    sub = pipeline.build_step_cfg(cfg, Path("/tmp"), "eval_before", "eval", cli_keys={"model.dtype"})
+    sub = step_config.build_step_cfg(cfg, Path("/tmp"), "eval_before", "eval", cli_keys={"model.dtype"})
     assert sub.model.dtype == "float32"
 
 
@@ -118,7 +119,7 @@ def test_the_forgetting_check_scores_the_bundled_bfcl_greedily(make_cfg, tmp_pat
     from polaris_dpo import readers
 
     cfg = make_cfg("eval.temperature=0.9", "eval.samples_per_prompt=5")
-    sub = pipeline.build_step_cfg(cfg, tmp_path, "bfcl_before", "eval", cli_keys=set(),
+    sub = step_config.build_step_cfg(cfg, tmp_path, "bfcl_before", "eval", cli_keys=set(),
                                   **pipeline.forgetting_wiring(cfg, "model-dir"))
     assert sub.eval.temperature == 0.0 and sub.eval.samples_per_prompt == 1 and sub.eval.model_path == "model-dir"
     conversations, counts = readers.read_all(sub.data, tmp_path)
@@ -130,12 +131,12 @@ def test_the_forgetting_check_scores_the_bundled_bfcl_greedily(make_cfg, tmp_pat
 def test_step_overrides_reach_only_their_stage(make_cfg, tmp_path):
     cfg = make_cfg(step_override("sft", "sft.learning_rate=0.5", "train.finetune=full",
                                  "sft.trl.packing_strategy=wrapped"))
-    sft_cfg = pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
-    eval_cfg = pipeline.step_cfg(cfg, tmp_path, "eval_before", "eval", **{"eval.model_path": "x"})
+    sft_cfg = step_config.step_cfg(cfg, tmp_path, "sft", "sft")
+    eval_cfg = step_config.step_cfg(cfg, tmp_path, "eval_before", "eval", **{"eval.model_path": "x"})
     assert sft_cfg.sft.learning_rate == 0.5 and sft_cfg.train.finetune == "full"
     assert sft_cfg.sft.trl == {**cfg.sft.trl, "packing_strategy": "wrapped"} and eval_cfg.sft.trl == cfg.sft.trl
     with pytest.raises(Exception, match="learning_rat"):  # a typo outside the pass-through sections is an error
-        pipeline.step_cfg(make_cfg(step_override("sft", "sft.learning_rat=0.5")), tmp_path, "sft", "sft")
+        step_config.step_cfg(make_cfg(step_override("sft", "sft.learning_rat=0.5")), tmp_path, "sft", "sft")
     assert eval_cfg.train.finetune == cfg.train.finetune and eval_cfg.eval.model_path == "x"
     assert sft_cfg.run_dir == str(tmp_path / "sft")
 

@@ -8,6 +8,7 @@ import re
 import pytest
 from test_pipeline import step_override
 
+from polaris_dpo import step_config
 from polaris_dpo.stages import mine, pipeline, run_stage
 
 
@@ -18,7 +19,7 @@ def test_unknown_stage_name_is_a_clear_error(make_cfg):
 
 def test_plus_in_a_passthrough_override_adds_the_key(make_cfg, tmp_path):
     cfg = make_cfg(step_override("sft", "+sft.trl.packing_strategy=bfd", "sft.trl.seed=3"))
-    sub = pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
+    sub = step_config.step_cfg(cfg, tmp_path, "sft", "sft")
     assert sub.sft.trl == {**cfg.sft.trl, "packing_strategy": "bfd", "seed": 3}
     assert set(sub) == set(cfg)
 
@@ -31,14 +32,14 @@ def test_plus_in_a_passthrough_override_adds_the_key(make_cfg, tmp_path):
 def test_bad_override_forms_are_named(make_cfg, tmp_path, override, message):
     cfg = make_cfg(step_override("sft", override))
     with pytest.raises(ValueError, match=re.escape(f"pipeline.step_overrides.sft: '{override}'") + ".*" + message):
-        pipeline.step_cfg(cfg, tmp_path, "sft", "sft")
+        step_config.step_cfg(cfg, tmp_path, "sft", "sft")
 
 
 def test_step_config_keeps_the_schema_types(make_cfg, tmp_path):
     cfg = make_cfg(step_override("mine", "mine.max_prompts=abc"))
     with pytest.raises(ValueError, match="pipeline.step_overrides.mine: 'mine.max_prompts=abc'.*Integer"):
-        pipeline.step_cfg(cfg, tmp_path, "mine_1", "mine")
-    sub = pipeline.step_cfg(make_cfg(step_override("mine", "mine.max_prompts=7")), tmp_path, "mine_1", "mine")
+        step_config.step_cfg(cfg, tmp_path, "mine_1", "mine")
+    sub = step_config.step_cfg(make_cfg(step_override("mine", "mine.max_prompts=7")), tmp_path, "mine_1", "mine")
     assert sub.mine.max_prompts == 7
 
 
