@@ -49,10 +49,12 @@ def test_missing_format_tokens_are_added_and_embeddings_resized(make_cfg):
     class Fmt:
         special_tokens = TOKENS
         chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+        response_template = {"version": 1, "defaults": {"role": "assistant"}, "fields": {"content": {"content": "text"}}}
 
     tokenizer = models.load_tokenizer(path, Fmt())
     assert "<|fn_start|>" in tokenizer.get_vocab()
     assert tokenizer.chat_template == Fmt.chat_template
+    assert tokenizer.response_template == Fmt.response_template
     model = models.load_model(path, cfg.model, cfg.hardware, tokenizer)
     assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
 
