@@ -191,6 +191,7 @@ class MineConfig:
     categories: list[str] = field(default_factory=lambda: list(FAILURE_CATEGORIES))  # failure categories that become pairs
     max_pairs_per_prompt: int = 2  # pairs kept per prompt at most
     balance: bool = False  # cap every category at the size of the smallest non-empty one
+    max_pairs_per_category: int | None = None  # keep at most this many pairs of each category, spread over the prompts (null: all)
     counterweight: float = 0.2  # share of pairs that reward staying in text (chosen text, rejected unneeded call)
     dedupe: bool = True  # drop exact duplicate pairs
     test_fraction: float = 0.1  # share of prompts whose pairs go to the test split (no prompt on both sides)

@@ -168,3 +168,34 @@ def test_data_without_a_usable_row_is_named_not_blamed_on_eval_fraction(make_cfg
     with pytest.raises(ValueError, match=r"no prompts to mine: .*empty\.jsonl holds no rows") as caught:
         mine.run(make_cfg(*base, f"data.path={empty}"))
     assert "eval_fraction" not in str(caught.value)
+
+
+def test_a_category_cap_keeps_pairs_spread_over_the_prompts_and_the_ledger_adds_up(make_cfg, tmp_path):
+    base = ["stage=mine", "mine.source=synthetic", "data=glaive", f"mine.pairs_dir={tmp_path}/pairs"]
+    full = _check_pair_set(Path(mine.run(make_cfg(*base, "mine.name=all"))["pairs"]))
+    capped = _check_pair_set(Path(mine.run(make_cfg(*base, "mine.name=capped", "mine.max_pairs_per_category=5"))["pairs"]))
+    before = Counter(full["pairs"]["train"]) + Counter(full["pairs"]["test"])
+    after = Counter(capped["pairs"]["train"]) + Counter(capped["pairs"]["test"])
+    assert max(before.values()) > 5
+    assert after == {c: min(n, 5) for c, n in before.items()}
+    assert sum(by.get("category_cap", 0) for by in capped["ledger"]["items"].values()) == sum(before.values()) - sum(after.values())
+    kept = {r["example_id"] for r in _rows(tmp_path / "pairs" / "capped", "train")}
+    all_ids = [r["example_id"] for r in _rows(tmp_path / "pairs" / "all", "train")]
+    assert all_ids.index(max(kept, key=all_ids.index)) > len(all_ids) // 2  # not just the first prompts
+    with pytest.raises(ValueError, match="max_pairs_per_category"):
+        mine.run(make_cfg(*base, "mine.name=zero", "mine.max_pairs_per_category=0"))
+
+
+def test_spread_pick_takes_exactly_keep_of_total_evenly():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.integers(1, 200), st.data())
+    def check(total, data):
+        keep = data.draw(st.integers(0, total))
+        picked = [i for i in range(1, total + 1) if mine.spread_pick(i, keep, total)]
+        assert len(picked) == keep
+        if keep:
+            assert max(b - a for a, b in zip([0, *picked], picked, strict=False)) <= -(-total // keep)
+
+    check()

@@ -55,6 +55,8 @@ def check_config(m) -> None:
         raise ValueError(f"mine.test_fraction={m.test_fraction}: a share in [0, 1)")
     if m.samples_per_prompt < 1 or m.batch_size < 1 or m.checkpoint_every < 1:
         raise ValueError("mine.samples_per_prompt, mine.batch_size and mine.checkpoint_every must be >= 1")
+    if m.max_pairs_per_category is not None and m.max_pairs_per_category < 1:
+        raise ValueError(f"mine.max_pairs_per_category={m.max_pairs_per_category}: at least 1, or null for no cap")
 
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".json")
@@ -296,6 +298,21 @@ def _summary(m) -> str:
                          "each other candidate."}[m.source]
 
 
+def category_caps(counts: Counter, m) -> tuple[dict[str, int], str]:
+    """Pairs kept per category (`mine.balance`: the smallest category's size; `mine.max_pairs_per_category`: at
+    most that many) and the ledger's name for the pairs a cap leaves out."""
+    caps = [cap for cap in (min(counts.values()) if m.balance and counts else None, m.max_pairs_per_category)
+            if cap is not None]
+    cap = min(caps, default=None)
+    reason = "balance" if m.balance and cap == min(counts.values(), default=None) else "category_cap"
+    return {c: n if cap is None else min(n, cap) for c, n in counts.items()}, reason
+
+
+def spread_pick(index: int, keep: int, total: int) -> bool:
+    """Whether the index-th (from 1) of `total` items is one of `keep` taken evenly across them."""
+    return total > 0 and (index * keep) // total > ((index - 1) * keep) // total
+
+
 def finalize(work: Path, state: dict, target: Path, m, seed: int, info: dict, run_dir: Path):
     """Shards -> pair set: exact duplicates dropped, categories balanced, counterweight added, split by prompt."""
     ledger = state["ledger"]
@@ -310,14 +327,13 @@ def finalize(work: Path, state: dict, target: Path, m, seed: int, info: dict, ru
                 counts[record["pair"]["category"]] += 1
         elif "counterweight" in record:
             cw_candidates += pairs.pair_key(record["counterweight"]) not in seen
-    cap = min(counts.values()) if m.balance and counts else None
-    kept = {c: min(n, cap) if cap is not None else n for c, n in counts.items()}
+    kept, cap_reason = category_caps(counts, m)
     regular, text_pairs = sum(kept.values()), kept.get("unwanted_call", 0)
     needed = max(0, math.ceil((m.counterweight * regular - text_pairs) / (1 - m.counterweight) - 1e-9))
     needed = min(needed, cw_candidates) if m.source == "model" else 0
 
     seen.clear()
-    taken: Counter = Counter()
+    offered: Counter = Counter()
     cw_index = cw_added = 0
     quarantine_path = run_dir / "mine_quarantine.jsonl"
     quarantine_tmp = quarantine_path.with_name(f".{quarantine_path.name}.tmp")
@@ -331,8 +347,8 @@ def finalize(work: Path, state: dict, target: Path, m, seed: int, info: dict, ru
             if "counterweight" in record:
                 if key in seen:
                     continue
-                cw_index += 1  # evenly spread: take candidate i when floor(i * needed / all) steps up
-                if (cw_index * needed) // cw_candidates > ((cw_index - 1) * needed) // cw_candidates:
+                cw_index += 1
+                if spread_pick(cw_index, needed, cw_candidates):
                     seen.add(key)
                     cw_added += 1
                     writer.add(row, "test" if pairs.is_test_prompt(row, m.test_fraction, seed) else "train")
@@ -342,10 +358,10 @@ def finalize(work: Path, state: dict, target: Path, m, seed: int, info: dict, ru
                 pairs.move(ledger, category, "pair", "duplicate")
                 continue
             seen.add(key)
-            if cap is not None and taken[category] >= cap:
-                pairs.move(ledger, category, "pair", "balance")
+            offered[category] += 1
+            if not spread_pick(offered[category], kept[category], counts[category]):
+                pairs.move(ledger, category, "pair", cap_reason)
                 continue
-            taken[category] += 1
             writer.add(row, "test" if pairs.is_test_prompt(row, m.test_fraction, seed) else "train")
         ledger["counterweight"]["added"] = cw_added
         problems = pairs.check_ledger(ledger, writer.by_category())
