@@ -44,7 +44,7 @@ def timed(model, tokenizer, fmt, examples, batch_size: int, max_new_tokens: int,
 def plain_timed(model, tokenizer, fmt, examples, batch_size: int, max_new_tokens: int,
                 n: int) -> tuple[list[str], float, float]:
     """`timed` done with the plain library: `model.generate` with its default (dynamic) cache and sampler, n samples
-    per prompt through num_return_sequences, prompts batched by length as sample.generate batches them, completions
+    per prompt through num_return_sequences, prompts batched by length within windows as sample.generate once did, completions
     cut at the format's end of turn as sample.generate cuts them."""
     import torch
 
@@ -130,8 +130,9 @@ def run(quick: bool) -> dict:
         "tokens = the completions re-tokenised (what a user receives); a batch keeps computing rows that have "
         "already stopped until its longest row ends, which the figure includes",
         "a batch is left-padded to its longest prompt (here prompts of "
-        f"{min(lengths)}-{max(lengths)} tokens): sample.generate batches prompts by length within windows of "
-        "8 batches and yields them back in the caller's order, so the caller's own sorting changes little; "
+        f"{min(lengths)}-{max(lengths)} tokens): sample.generate batches prompts in text order within windows of "
+        "8 batches (a conversation's later cuts share the earlier cut's prefill) and yields them back in the "
+        "caller's order, so the caller's own sorting changes little; "
         "copies of one prompt show batching with no padding at all",
         f"ours against plain generate: the first {len(several)} prompts, {n} samples each, batch_size={batch_size} "
         f"prompts ({len(several) * n} rows per generate call), max_new_tokens={max_new_tokens}; plain is "
