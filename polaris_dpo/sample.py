@@ -197,6 +197,9 @@ def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
               cache=prefill, use_cache=True)
     cache = StaticCache(config=model.config, max_cache_len=enc["input_ids"].shape[1] + max_new_tokens)
     for index, layer in enumerate(prefill.layers):
+        if len(prefilled) == len(prefixes):  # no prompt begins another: the prefill is already laid out by row
+            cache.update(layer.keys.repeat_interleave(n, dim=0), layer.values.repeat_interleave(n, dim=0), index)
+            continue
         keys, values = (torch.zeros((len(prefixes), *layer.keys.shape[1:]), dtype=layer.keys.dtype,
                                     device=layer.keys.device) for _ in range(2))
         for row, (host, length) in enumerate(zip(hosts, lengths, strict=True)):
