@@ -21,7 +21,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-ORDER = ["judge", "mine", "generate", "dpo_overhead", "ref_precompute", "gpu"]
+ORDER = ["judge", "mine", "generate", "dpo_overhead", "new_tokens", "ref_precompute", "gpu"]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PACKAGES = ["torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate"]
 

@@ -1,4 +1,4 @@
-"""What the training and sampling benchmarks share: the pair set, the tiny model, child processes, step timing.
+"""What the training and sampling benchmarks share: the pair set, the models, child processes, step timing.
 
 Every training run happens in a child process of its own (`python -m benchmarks.dpo_train SPEC`), so that
 its peak memory (ru_maxrss) is its own and one run's caches cannot speed up the next.
@@ -60,18 +60,22 @@ def subset_pairs(pairs: Path, rows: int, scratch: Path) -> Path:
     return target
 
 
-def tiny_model(scratch: Path, overrides: list[str] = ()) -> tuple[str, Path]:
-    """(model folder, tokenizer folder with the format's tokens and chat template) of the configured tiny model.
+MODELS = ("tiny", "smollm2-135m")  # the config groups' names: the tiny test model, the real model of the default job
 
-    The tokenizer folder is what a stage saves next to its weights; the plain TRL script loads it as a user
-    loading an SFT output would.
+
+def model_folders(scratch: Path, model: str, overrides: list[str] = ()) -> tuple[str, Path]:
+    """(model folder, tokenizer folder with the format's tokens and chat template) of `model=<model>`.
+
+    The model folder is the one every stage loads (the tiny model built, SmolLM2 converted from its GGUF
+    file, both cached). The tokenizer folder is what a stage saves next to its weights; the plain TRL
+    script loads it as a user loading an SFT output would.
     """
     from polaris_dpo import formats, models
 
-    cfg = compose(["stage=dpo", *overrides], scratch / "model_run")
+    cfg = compose(["stage=dpo", f"model={model}", *overrides], scratch / f"{model}-model_run")
     fmt = formats.from_config(cfg.format)
     model_dir = models.model_path_for(cfg, fmt)
-    tokenizer_dir = scratch / "tokenizer"
+    tokenizer_dir = scratch / f"{model}-tokenizer"
     models.load_tokenizer(model_dir, fmt).save_pretrained(str(tokenizer_dir))
     return model_dir, tokenizer_dir
 

@@ -7,7 +7,7 @@ side "plain": the script TRL's documentation shows (AutoModelForCausalLM + LoraC
 given the same settings.
 
 SPEC keys: side, result (JSON file written at the end), run_dir, pairs, model_dir, tokenizer_dir, overrides
-(extra config overrides for ours: the model, hardware), settings (below), warmup (steps left out of the steady
+(config overrides for ours: `model=<name>` and whatever else differs, such as the hardware), settings (below), warmup (steps left out of the steady
 state), quantize (plain side: QLoRA 4-bit, as the GPU benchmark asks).
 """
 
@@ -55,7 +55,7 @@ def ours_overrides(spec: dict, s: dict) -> list[str]:
         f"dpo.logging_steps={s['logging_steps']}", "dpo.save_steps=1000000",
         f"train.gradient_checkpointing={s['gradient_checkpointing']}",
         f"dpo.precompute_ref_log_probs={s['precompute_ref_log_probs']}",
-        f"seed={s['seed']}", "wandb.mode=disabled", *extra,
+        f"hardware.bf16={s['bf16']}", f"seed={s['seed']}", "wandb.mode=disabled", *extra,
     ]
 
 
@@ -94,10 +94,12 @@ def run_plain(spec: dict, s: dict, timer) -> dict:
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if s["bf16"] else torch.float32)
-    if s["bf16"]:
+    if s["bf16"] and s["device"] == "cuda":  # on CPU bf16 is autocast over float32 weights, as ours does
         model_kwargs["dtype"] = torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):  # the format's tokens are new to the base
+        model.resize_token_embeddings(len(tokenizer))
     train_dataset = load_dataset("json", data_files=str(Path(spec["pairs"]) / "train.jsonl"), split="train")
 
     matched = {}

@@ -1,5 +1,5 @@
-"""Sampling on the tiny model through `polaris_dpo.sample.generate`: batched against one at a time, and against plain
-transformers `generate` doing the same work.
+"""Sampling through `polaris_dpo.sample.generate`: batched against one at a time (tiny model), and against plain
+transformers `generate` doing the same work (tiny model and SmolLM2-135M-Instruct).
 
 Batched against one at a time: same prompts (the demo data's prediction points), same seed, temperature 0.8, one
 sample per prompt; only `batch_size` differs. A prompt's samples do not depend on its batch (sample.py seeds each row
@@ -8,7 +8,7 @@ on its own), so both runs generate the same text and the tokens counted are the 
 Against plain `generate`: n samples per prompt from one batch of prompts, ours (shared prefill, static cache, Gumbel
 sampling) against `model.generate(do_sample=True, num_return_sequences=n)` with the library's default (dynamic) cache,
 on left-padded batches of the same prompts and size. The two draw different tokens, so their token counts differ and
-both are reported. One torch thread, as in the DPO benchmarks.
+both are reported. The tiny model on one torch thread, as in the DPO benchmarks; SmolLM2 as the default job samples it.
 """
 
 from __future__ import annotations
@@ -72,18 +72,21 @@ def token_count(tokenizer, texts: list[str]) -> int:
     return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
 
 
-def run(quick: bool) -> dict:
-    import torch
+def load(model_name: str, scratch, overrides: list[str] = ()):
+    """(cfg, format, tokenizer, model) of `model=<model_name>` as stage mine loads them."""
+    from polaris_dpo import formats, models
 
-    from polaris_dpo import formats, models, sample
-
-    torch.set_num_threads(1)
-    scratch = _support.scratch_dir()
-    cfg = _support.compose(["stage=mine"], scratch / "run")
+    cfg = _support.compose(["stage=mine", f"model={model_name}", *overrides], scratch / f"{model_name}-run")
     fmt = formats.from_config(cfg.format)
     path = models.model_path_for(cfg, fmt)
     tokenizer = models.load_tokenizer(path, fmt)
-    model = models.load_model(path, cfg.model, cfg.hardware, tokenizer)
+    return cfg, fmt, tokenizer, models.load_model(path, cfg.model, cfg.hardware, tokenizer)
+
+
+def batching(cfg, fmt, tokenizer, model, quick: bool) -> tuple[list, list]:
+    """Batched against one prompt at a time, on the same prompts (the samples are the same text)."""
+    from polaris_dpo import sample
+
     count, max_new_tokens, batch_size = (8, 32, 8) if quick else (32, 64, 16)
     examples = prompts(cfg, count)
     timed(model, tokenizer, fmt, examples[:2], 2, 4)  # warm-up
@@ -97,11 +100,6 @@ def run(quick: bool) -> dict:
     _, copies_batched, _ = timed(model, tokenizer, fmt, copies, batch_size, max_new_tokens)
     _, copies_single, _ = timed(model, tokenizer, fmt, copies, 1, max_new_tokens)
     lengths = [len(tokenizer(sample.render_prompt(fmt, e))["input_ids"]) for e in examples]
-    n, several = 4, examples[:batch_size]  # the pipeline's defaults: 4 samples per prompt, 16 prompts per call
-    plain_timed(model, tokenizer, fmt, examples[:2], 2, 4, n)  # warm-up
-    ours, ours_wall, ours_cpu = timed(model, tokenizer, fmt, several, batch_size, max_new_tokens, n)
-    plain, plain_wall, plain_cpu = plain_timed(model, tokenizer, fmt, several, batch_size, max_new_tokens, n)
-    ours_tokens, plain_tokens = token_count(tokenizer, ours), token_count(tokenizer, plain)
     rows = [
         (f"batched (batch_size={batch_size}): tokens per wall second", round(tokens / batched_wall, 1), "tokens/s"),
         ("one at a time (batch_size=1): tokens per wall second", round(tokens / single_wall, 1), "tokens/s"),
@@ -113,9 +111,29 @@ def run(quick: bool) -> dict:
          round(copies_single / copies_batched, 2), "x"),
         ("tokens generated", tokens, "tokens"),
         ("samples identical in both modes", same, f"of {len(batched)}"),
-        (f"ours, {len(several)} prompts x {n} samples: samples per wall second", round(len(ours) / ours_wall, 2),
+    ]
+    notes = [
+        f"batched against one at a time: {len(examples)} prompts of the demo data ({min(lengths)}-{max(lengths)} "
+        f"tokens), one sample each, max_new_tokens={max_new_tokens}; tokens = the completions re-tokenised (what a "
+        "user receives); a batch keeps computing rows that have already stopped until its longest row ends, which "
+        "the figure includes; copies of one prompt show batching with no padding at all",
+    ]
+    return rows, notes
+
+
+def versus_plain(cfg, fmt, tokenizer, model, count: int, batch_size: int, max_new_tokens: int,
+                 n: int = 4) -> tuple[list, list]:
+    """n samples per prompt: sample.generate against plain `model.generate` on the same batches of prompts."""
+    examples = prompts(cfg, count)
+    plain_timed(model, tokenizer, fmt, examples[:2], 2, 4, n)  # warm-up
+    timed(model, tokenizer, fmt, examples[:2], 2, 4, n)
+    ours, ours_wall, ours_cpu = timed(model, tokenizer, fmt, examples, batch_size, max_new_tokens, n)
+    plain, plain_wall, plain_cpu = plain_timed(model, tokenizer, fmt, examples, batch_size, max_new_tokens, n)
+    ours_tokens, plain_tokens = token_count(tokenizer, ours), token_count(tokenizer, plain)
+    rows = [
+        (f"ours, {len(examples)} prompts x {n} samples: samples per wall second", round(len(ours) / ours_wall, 2),
          "samples/s"),
-        (f"plain generate, {len(several)} prompts x {n} samples: samples per wall second",
+        (f"plain generate, {len(examples)} prompts x {n} samples: samples per wall second",
          round(len(plain) / plain_wall, 2), "samples/s"),
         ("ratio ours / plain generate (wall)", round(plain_wall / ours_wall, 2), "x"),
         ("ratio ours / plain generate (CPU time)", round(plain_cpu / ours_cpu, 2), "x"),
@@ -123,25 +141,40 @@ def run(quick: bool) -> dict:
         ("plain generate: tokens generated", plain_tokens, "tokens"),
         ("ours: tokens per wall second", round(ours_tokens / ours_wall, 1), "tokens/s"),
         ("plain generate: tokens per wall second", round(plain_tokens / plain_wall, 1), "tokens/s"),
+        ("ratio ours / plain generate (tokens per wall second)",
+         round((ours_tokens / ours_wall) / (plain_tokens / plain_wall), 2), "x"),
     ]
     notes = [
-        f"{len(examples)} prompts of the demo data, format {fmt.name}, the default tiny model (random weights, so "
-        f"samples run to max_new_tokens={max_new_tokens} or an end of turn), temperature 0.8, CPU, 1 torch thread",
-        "tokens = the completions re-tokenised (what a user receives); a batch keeps computing rows that have "
-        "already stopped until its longest row ends, which the figure includes",
-        "a batch is left-padded to its longest prompt (here prompts of "
-        f"{min(lengths)}-{max(lengths)} tokens): sample.generate batches prompts in text order within windows of "
-        "8 batches (a conversation's later cuts share the earlier cut's prefill) and yields them back in the "
-        "caller's order, so the caller's own sorting changes little; "
-        "copies of one prompt show batching with no padding at all",
-        f"ours against plain generate: the first {len(several)} prompts, {n} samples each, batch_size={batch_size} "
-        f"prompts ({len(several) * n} rows per generate call), max_new_tokens={max_new_tokens}; plain is "
-        "`model.generate(do_sample=True, temperature=0.8, num_return_sequences=n)` with the library's default "
-        "(dynamic) cache, on the same left-padded batches; both cut completions at the format's end of turn",
-        "plain generate's rows, like ours, run until the longest row of their batch ends; the two sample different "
-        "tokens (ours: Gumbel noise seeded per prompt and sample; plain: torch's generator), so their token counts "
-        "differ and tokens per second is the fair comparison; samples per second counts every sample, however long",
+        f"ours against plain generate: {len(examples)} prompts of the demo data, {n} samples each, temperature 0.8, "
+        f"batch_size={batch_size} prompts ({batch_size * n} rows per generate call), max_new_tokens={max_new_tokens}, "
+        f"weights in {str(model.dtype).removeprefix('torch.')}; plain is `model.generate(do_sample=True, "
+        "temperature=0.8, num_return_sequences=n)` with the library's default (dynamic) cache, on the same "
+        "left-padded batches; both cut completions at the format's end of turn and run each batch until its longest "
+        "row ends; they draw different tokens (ours: Gumbel noise seeded per prompt and sample), so tokens per "
+        "second is the fair comparison and samples per second counts every sample, however long",
     ]
-    return {"title": "Sampling: batched vs one prompt at a time, and vs plain transformers generate "
-                      "(polaris_dpo.sample.generate)", "rows": rows,
-            "notes": notes}
+    return rows, notes
+
+
+def run(quick: bool) -> dict:
+    import torch
+
+    scratch = _support.scratch_dir()
+    rows, notes = [], []
+    torch.set_num_threads(1)  # the tiny model: one thread, as in the DPO benchmarks
+    cfg, fmt, tokenizer, model = load("tiny", scratch)
+    batch_rows, batch_notes = batching(cfg, fmt, tokenizer, model, quick)
+    count, batch_size = (8, 8) if quick else (16, 16)
+    plain_rows, plain_notes = versus_plain(cfg, fmt, tokenizer, model, count, batch_size, 32 if quick else 64)
+    rows += [(f"tiny: {label}", value, unit) for label, value, unit in batch_rows + plain_rows]
+    notes += [f"tiny (random weights, so samples run to max_new_tokens or an end of turn), format {fmt.name}, CPU, "
+              "1 torch thread: " + note for note in batch_notes + plain_notes]
+    torch.set_num_threads(2)  # SmolLM2 as the default job samples it: bfloat16 weights, every core
+    cfg, fmt, tokenizer, model = load("smollm2-135m", scratch, ["model.dtype=bfloat16"])
+    count, batch_size = (12, 12) if quick else (36, 12)
+    plain_rows, plain_notes = versus_plain(cfg, fmt, tokenizer, model, count, batch_size, 64)
+    rows += [(f"smollm2-135m: {label}", value, unit) for label, value, unit in plain_rows]
+    notes += [f"smollm2-135m (the default job's eval and mine settings), CPU, 2 torch threads: {note}"
+              for note in plain_notes]
+    return {"title": "Sampling: polaris_dpo.sample.generate batched vs one prompt at a time, and vs plain "
+                     "transformers generate", "rows": rows, "notes": notes}

@@ -121,12 +121,12 @@ def measure(shape: str = "mistral-7b", seq_len: int = 2048, steps: int = 6, batc
         raise SystemExit("the mistral-7b shape needs a CUDA GPU: use --shape tiny to smoke-test on CPU")
     scratch = _support.scratch_dir()
     pairs, origin = _support.pair_set(scratch)
-    _, tokenizer_dir = _support.tiny_model(scratch)
+    _, tokenizer_dir = _support.model_folders(scratch, "tiny")
     model_dir = scratch / f"random-{shape}"
     info = random_model(model_dir, shape, tokenizer_dir, device)
     pairs = long_pairs(pairs, model_dir, seq_len, rows=max(batch * (steps + 1), 8), scratch=scratch)
     hardware = ["hardware=single_gpu", "model.dtype=bfloat16"] if device == "cuda" else ["hardware=cpu"]
-    overrides = [f"model.name_or_path={model_dir}", "model.tiny=null", f"model.load_in_4bit={quantize}", *hardware]
+    overrides = ["model=tiny", f"model.name_or_path={model_dir}", "model.tiny=null", f"model.load_in_4bit={quantize}", *hardware]
     base = {"max_steps": steps, "max_length": seq_len, "per_device_train_batch_size": batch, "device": device,
             "bf16": device == "cuda", "logging_steps": 1, "threads": None if device == "cuda" else 2,
             "extra": {"include_num_input_tokens_seen": "non_padding"}}

@@ -19,7 +19,7 @@ def run(quick: bool) -> dict:
     pairs, origin = _support.pair_set(scratch)
     rows_used, epochs = (16, 2) if quick else (32, 3)
     subset = _support.subset_pairs(pairs, rows_used, scratch)
-    model_dir, tokenizer_dir = _support.tiny_model(scratch)
+    model_dir, tokenizer_dir = _support.model_folders(scratch, "tiny")
     results = {}
     for precompute in (False, True):
         name = "precomputed" if precompute else "every_step"
@@ -27,7 +27,7 @@ def run(quick: bool) -> dict:
                     "per_device_train_batch_size": 4, "threads": 1, "precompute_ref_log_probs": precompute}
         spec = {"side": "ours", "result": str(scratch / f"{name}.json"), "run_dir": str(scratch / name),
                 "pairs": str(subset), "model_dir": model_dir, "tokenizer_dir": str(tokenizer_dir),
-                "warmup": WARMUP, "settings": settings}
+                "overrides": ["model=tiny"], "warmup": WARMUP, "settings": settings}
         results[name] = _support.child("dpo_train", spec)
     every, pre = results["every_step"], results["precomputed"]
 

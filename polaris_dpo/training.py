@@ -176,12 +176,7 @@ def has_tied_head(model) -> bool:
 
 
 def lora_config(cfg, model, tokenizer, fmt, target_modules=None):
-    """PEFT LoraConfig from `train.lora`, with the format tokens' embedding and LM-head rows trainable.
-
-    The new tokens' input rows train through peft's trainable_token_indices (only those rows are
-    saved). A tied head shares those rows, so they are its new-token rows too. An untied head trains
-    as a whole (modules_to_save).
-    """
+    """PEFT LoraConfig from `train.lora`, with the format's new tokens made trainable (`new_token_modules`)."""
     from peft import LoraConfig
 
     lora = cfg.train.lora
@@ -189,11 +184,31 @@ def lora_config(cfg, model, tokenizer, fmt, target_modules=None):
     if targets == ["all-linear"]:
         targets = "all-linear"
     token_ids = format_token_ids(tokenizer, fmt) if fmt.special_tokens else []
-    embed, head = embedding_names(model)
-    train_head = bool(token_ids) and not has_tied_head(model)
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      trainable_token_indices={embed: token_ids} if token_ids else None,
-                      modules_to_save=[head] if train_head else None, task_type="CAUSAL_LM")
+                      task_type="CAUSAL_LM", **new_token_modules(lora.new_tokens, model, token_ids))
+
+
+NEW_TOKENS = ("rows", "head")
+
+
+def new_token_modules(new_tokens: str, model, token_ids: list[int]) -> dict:
+    """LoraConfig fields through which the new tokens' embedding and LM-head rows learn.
+
+    rows: PEFT's trainable tokens on exactly those rows of the embedding and of an untied head (a tied
+    head shares the embedding's). head: the whole LM head trains (modules_to_save), as most recipes do;
+    with a tied head that is the whole shared matrix, kept tied by PEFT.
+    """
+    if new_tokens not in NEW_TOKENS:
+        raise ValueError(f"train.lora.new_tokens={new_tokens!r}: expected one of {' | '.join(NEW_TOKENS)}")
+    if not token_ids:
+        return {}
+    embed, head = embedding_names(model)
+    tied = has_tied_head(model)
+    if new_tokens == "rows":
+        return {"trainable_token_indices": {embed: token_ids} if tied else {embed: token_ids, head: token_ids}}
+    if tied:
+        return {"modules_to_save": [embed, head], "ensure_weight_tying": True}
+    return {"trainable_token_indices": {embed: token_ids}, "modules_to_save": [head]}
 
 
 def readable_head_rows(model) -> bool:
@@ -332,6 +347,11 @@ def final_metrics(trainer) -> dict:
         metrics["final_loss"] = summary["train_loss"]
     metrics["global_step"] = trainer.state.global_step
     return metrics
+
+
+def loss_curve(trainer) -> list[list[float]]:
+    """[step, loss] of every logged training step (`<stage>.logging_steps` apart)."""
+    return [[entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry and "step" in entry]
 
 
 def write_training_json(output_dir: Path, record: dict) -> None:

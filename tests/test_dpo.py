@@ -88,3 +88,4 @@ def test_reference_log_probs_are_the_sft_models(make_cfg, tmp_path, sft_adapter,
     assert setup["record"]["adapter_chain"][-1] == str(tmp_path / "run" / "dpo")
     if reference == "merge_sft":
         assert setup["record"]["adapter_chain"] == [sft_adapter, str(tmp_path / "run" / "dpo")]
+        assert "ref" not in trainer.model.peft_config  # a fresh adapter's reference is it switched off: no copy runs

@@ -142,17 +142,18 @@ def test_assistant_mask_on_real_glaive_rows(make_cfg, monkeypatch, shared_data):
     assert checked >= 10
 
 
-def test_sft_lora_trains_adapter_and_format_rows_only(make_cfg, monkeypatch, tmp_path):
+@pytest.mark.parametrize("new_tokens", ["rows", "head"])
+def test_sft_lora_trains_adapter_and_format_rows_only(make_cfg, monkeypatch, tmp_path, new_tokens):
     from polaris_dpo.stages import sft
 
     fmt = use_test_format(monkeypatch)
     cfg = make_cfg("stage=sft", *TINY, *QUICK, "sft.max_steps=12", "sft.learning_rate=1e-2",
-                   "sft.per_device_train_batch_size=4")
+                   "sft.per_device_train_batch_size=4", f"train.lora.new_tokens={new_tokens}")
     result = sft.run(cfg, conversations=conversations(8))
     out = tmp_path / "run" / "sft"
     assert result["output_dir"] == str(out)
     metrics = result["metrics"]
-    assert metrics["final_loss"] < 0.7 * metrics["first_loss"], metrics
+    assert metrics["final_loss"] < 0.9 * metrics["first_loss"], metrics
 
     record = json.loads((out / "training.json").read_text())
     assert record["adapter_chain"] == [str(out)] and record["base_model"] == models.model_path_for(cfg, fmt)
@@ -172,9 +173,17 @@ def test_sft_lora_trains_adapter_and_format_rows_only(make_cfg, monkeypatch, tmp
     assert not torch.allclose(trained_rows, base.get_input_embeddings()(torch.tensor(token_ids)))
     other = torch.tensor([5, 6, 7])  # an ordinary token's row is untouched
     assert torch.equal(trained_embed(other), base.get_input_embeddings()(other))
-    # saved: LoRA weights, the format tokens' embedding rows, the LM head (trained whole, see training.lora_config)
+    head_keys = [k for k in tensors if "lm_head" in k]
+    trained_head, base_head = model.get_output_embeddings(), base.get_output_embeddings()
+    if new_tokens == "rows":  # the head's new-token rows train, every other row stays the base model's
+        assert head_keys and all("trainable_tokens" in k for k in head_keys)
+        assert not torch.allclose(trained_head(trained_rows)[:, token_ids], base_head(trained_rows)[:, token_ids])
+        assert torch.equal(trained_head.token_adapter.get_merged_weights(["default"])[other],
+                           base_head.weight[other])
+    else:  # the whole head trains and is saved whole
+        assert head_keys and all(k.endswith("lm_head.weight") for k in head_keys)
+        assert not torch.equal(trained_head.weight[other], base_head.weight[other])
     assert all("lora_" in k or "trainable_tokens" in k or k.endswith("lm_head.weight") for k in tensors)
-    assert not torch.equal(model.get_output_embeddings().weight, base.get_output_embeddings().weight)
     layer = "model.layers.0.self_attn.q_proj"  # the base weights under the adapter are untouched
     assert torch.equal(model.get_submodule(f"base_model.model.{layer}").base_layer.weight,
                        base.get_submodule(layer).weight)

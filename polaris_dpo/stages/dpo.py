@@ -109,6 +109,10 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
                          callbacks=[PreemptionCallback()])
     if continue_adapter:
         copy_adapter_into_ref(trainer.model)
+    elif peft_config is not None:
+        # TRL took the wrapped model for a pretrained adapter and added a frozen copy "ref"; a fresh adapter's
+        # reference is the model with it off, which skips the adapter's layers in every reference forward
+        trainer.model.delete_adapter("ref")
     record = {
         "stage": "dpo",
         "base_model": base_path if lora else str(out),
@@ -141,7 +145,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
 
     training.save_model(trainer, setup["tokenizer"], out)
     metrics = {**training.final_metrics(trainer), **training.trainable_summary(trainer.model)}
-    record.update(metrics=metrics, final_loss=metrics.get("final_loss"))
+    record.update(metrics=metrics, final_loss=metrics.get("final_loss"), loss_curve=training.loss_curve(trainer))
     reference = record["reference"]
     if trainer.accelerator.is_main_process:
         training.write_training_json(out, record)

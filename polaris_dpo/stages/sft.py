@@ -121,6 +121,7 @@ def run(cfg, output_dir: str | Path | None = None, model_path: str | None = None
         "schedule": cfg.sft.schedule,
         "metrics": metrics,
         "final_loss": metrics.get("final_loss"),
+        "loss_curve": training.loss_curve(trainer),
     }
     if trainer.accelerator.is_main_process:
         training.write_training_json(out, record)
