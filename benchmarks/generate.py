@@ -171,7 +171,7 @@ def run(quick: bool) -> dict:
               "1 torch thread: " + note for note in batch_notes + plain_notes]
     torch.set_num_threads(2)  # SmolLM2 as the default job samples it: bfloat16 weights, every core
     cfg, fmt, tokenizer, model = load("smollm2-135m", scratch, ["model.dtype=bfloat16"])
-    count, batch_size = (12, 12) if quick else (36, 12)
+    count, batch_size = (12, 12) if quick else (24, 12)
     plain_rows, plain_notes = versus_plain(cfg, fmt, tokenizer, model, count, batch_size, 64)
     rows += [(f"smollm2-135m: {label}", value, unit) for label, value, unit in plain_rows]
     notes += [f"smollm2-135m (the default job's eval and mine settings), CPU, 2 torch threads: {note}"

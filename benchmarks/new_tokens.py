@@ -21,7 +21,7 @@ def steps(model: str, quick: bool) -> int | None:
     """SFT steps to run (None: the recipe's own)."""
     if model == "tiny":
         return 8 if quick else None
-    return 3 if quick else 8
+    return 3 if quick else 6
 
 
 def tail_comparison(rows: list[float], head: list[float], last: int) -> tuple[float, float]:

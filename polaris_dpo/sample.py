@@ -16,6 +16,7 @@ import importlib.util
 from collections.abc import Iterable, Iterator
 
 SORT_WINDOW_BATCHES = 8  # prompts are sorted by text within windows of this many batches
+DECODE_STAGE_TOKENS = 16  # tokens generated between two drops of the rows that have ended
 
 
 def prompt_seed(seed: int, example_id: str, sample_index: int) -> int:
@@ -138,19 +139,23 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
                                 add_special_tokens=False).to(device)
                 cache = shared_prompt_cache(model, enc, n, max_new_tokens)
                 enc = {key: value.repeat_interleave(n, dim=0) for key, value in enc.items()}
-                processors = LogitsProcessorList()
-                if not greedy:
-                    row_seeds = torch.tensor([_signed64(prompt_seed(seed, str(window[i]["id"]), j))
-                                              for i in rows for j in range(n)], dtype=torch.int64)
-                    processors.append(TemperatureLogitsWarper(temperature))
-                    if top_p < 1.0:
-                        processors.append(TopPLogitsWarper(top_p))
-                    processors.append(_gumbel_processor(row_seeds, enc["input_ids"].shape[1]))
+                row_seeds = torch.tensor([_signed64(prompt_seed(seed, str(window[i]["id"]), j))
+                                          for i in rows for j in range(n)], dtype=torch.int64)
+                prompt_width = enc["input_ids"].shape[1]
+
+                def processors_for(kept, row_seeds=row_seeds, prompt_width=prompt_width):
+                    processors = LogitsProcessorList()
+                    if not greedy:
+                        processors.append(TemperatureLogitsWarper(temperature))
+                        if top_p < 1.0:
+                            processors.append(TopPLogitsWarper(top_p))
+                        processors.append(_gumbel_processor(row_seeds[kept], prompt_width))
+                    return processors
+
                 with torch.no_grad():
-                    out = model.generate(**enc, generation_config=config, logits_processor=processors,
-                                         tokenizer=tokenizer, cache=cache)
-                completions = [_completion(tokenizer, row, eos_ids, stops)
-                               for row in out[:, enc["input_ids"].shape[1]:]]
+                    generated = decode_dropping_finished(model, tokenizer, enc, cache, config, processors_for,
+                                                         max_new_tokens, eos_ids, stops)
+                completions = [_completion(tokenizer, row, eos_ids, stops) for row in generated]
                 for k, i in enumerate(rows):
                     results[i] = completions[k * n:(k + 1) * n]
                 if progress is not None:
@@ -158,6 +163,52 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
             yield from results
     finally:
         model.train(was_training)
+
+
+def decode_dropping_finished(model, tokenizer, enc, cache, config, processors_for, max_new_tokens: int,
+                             eos_ids: list[int], stops: list[str]) -> list[list[int]]:
+    """The new token ids of every row of `enc`, generated DECODE_STAGE_TOKENS at a time.
+
+    Between stages the rows that have ended (end of turn, or a stop string) leave the batch and the cache,
+    so the rows still writing stop paying for them: a batch otherwise computes every row until its longest
+    one ends. `processors_for(rows)` gives the logits processors of those rows (their own seeds), and the
+    cache holds every token but the last one of `enc`, as generate expects it.
+    """
+    import torch
+
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    rows = torch.arange(ids.shape[0])
+    generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    produced = 0
+    while produced < max_new_tokens:
+        step = min(DECODE_STAGE_TOKENS, max_new_tokens - produced)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, max_new_tokens=step,
+                             logits_processor=processors_for(rows), tokenizer=tokenizer, cache=cache)
+        new = out[:, ids.shape[1]:]
+        produced += step
+        writing = []
+        for k, row in enumerate(rows.tolist()):
+            generated[row] += new[k].tolist()
+            if not _ended(tokenizer, generated[row], eos_ids, stops):
+                writing.append(k)
+        if not writing or produced >= max_new_tokens:
+            break
+        mask = torch.cat([mask, mask.new_ones(new.shape)], dim=1)
+        ids = out
+        if len(writing) < len(rows):
+            kept = torch.tensor(writing, device=ids.device)
+            ids, mask, rows = ids[kept], mask[kept], rows[kept.cpu()]
+            cache.reorder_cache(kept)  # beam search's row selection: every layer keeps only these rows
+    return generated
+
+
+def _ended(tokenizer, token_ids: list[int], eos_ids: list[int], stops: list[str]) -> bool:
+    if any(token in eos_ids for token in token_ids):
+        return True
+    if not stops:
+        return False
+    text = tokenizer.decode(token_ids, skip_special_tokens=False)
+    return cut_at_stop(text, stops) != text
 
 
 def prefix_hosts(prefixes: list[list[int]]) -> list[int]:
@@ -211,7 +262,7 @@ def shared_prompt_cache(model, enc, n: int, max_new_tokens: int):
 
 
 def _completion(tokenizer, token_ids, eos_ids: list[int], stops: list[str]) -> str:
-    ids = token_ids.tolist()
+    ids = token_ids.tolist() if hasattr(token_ids, "tolist") else list(token_ids)
     for i, token in enumerate(ids):
         if token in eos_ids:
             ids = ids[:i]

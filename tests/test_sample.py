@@ -37,11 +37,11 @@ def examples(k):
              "tools": []} for i in range(k)]
 
 
-def run(tiny, prompts, **kw):
+def run(tiny, prompts, fmt=None, **kw):
     model, tokenizer = tiny
     args = dict(n=3, temperature=1.0, top_p=0.95, max_new_tokens=12, batch_size=2, seed=7)
     args.update(kw)
-    return list(sample.generate(model, tokenizer, ChatML(), prompts, **args))
+    return list(sample.generate(model, tokenizer, fmt or ChatML(), prompts, **args))
 
 
 def test_samples_are_per_prompt_reproducible_and_batch_independent(tiny):
@@ -75,6 +75,31 @@ def test_greedy_with_the_shared_static_cache_matches_plain_generate(tiny):
                                  pad_token_id=tokenizer.pad_token_id)
         plain = sample._completion(tokenizer, out[0, enc["input_ids"].shape[1]:], [eos], ChatML.stop_strings)
         assert text == plain
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_rows_that_end_leave_the_batch_and_no_sample_changes(tiny, monkeypatch, temperature):
+    class EndsAtRandom(ChatML):
+        stop_strings = ["s"]  # the random model writes it after a different number of tokens in each row
+
+    model, _ = tiny
+    sizes = []
+    real_generate = model.generate
+
+    def counting_generate(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counting_generate)
+    monkeypatch.setattr(sample, "DECODE_STAGE_TOKENS", 1000)
+    whole = run(tiny, examples(4), fmt=EndsAtRandom(), max_new_tokens=24, batch_size=4, temperature=temperature)
+    assert sizes == [12 if temperature else 4]
+    sizes.clear()
+    monkeypatch.setattr(sample, "DECODE_STAGE_TOKENS", 2)
+    staged = run(tiny, examples(4), fmt=EndsAtRandom(), max_new_tokens=24, batch_size=4, temperature=temperature)
+    assert staged == whole
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0], sizes  # ended rows left the batch
+    assert any(len(text) > 3 for samples in staged for text in samples)
 
 
 def test_progress_counts_samples(tiny):
