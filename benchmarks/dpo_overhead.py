@@ -20,9 +20,9 @@ def settings(model: str, quick: bool) -> dict:
     common = {"max_length": 512, "learning_rate": 5e-4, "beta": 0.1, "lora_r": 16, "lora_alpha": 32,
               "lora_dropout": 0.05, "logging_steps": 5}
     if model == "tiny":  # one thread: float32 steps of ~2 s
-        return {**common, "max_steps": 8 if quick else 12, "per_device_train_batch_size": 4, "threads": 1}
+        return {**common, "max_steps": 8 if quick else 10, "per_device_train_batch_size": 4, "threads": 1}
     # SmolLM2 as the default job trains it: bf16 autocast over float32 weights, every core
-    return {**common, "max_steps": 4 if quick else 6, "per_device_train_batch_size": 2, "threads": 2, "bf16": True}
+    return {**common, "max_steps": 4 if quick else 5, "per_device_train_batch_size": 2, "threads": 2, "bf16": True}
 
 
 def pooled(runs: list[dict], key: str) -> float:

@@ -5,8 +5,8 @@ Batched against one at a time: same prompts (the demo data's prediction points),
 sample per prompt; only `batch_size` differs. A prompt's samples do not depend on its batch (sample.py seeds each row
 on its own), so both runs generate the same text and the tokens counted are the same.
 
-Against plain `generate`: n samples per prompt from one batch of prompts, ours (shared prefill, static cache, Gumbel
-sampling) against `model.generate(do_sample=True, num_return_sequences=n)` with the library's default (dynamic) cache,
+Against plain `generate`: n samples per prompt from one batch of prompts, ours (shared prefill, static cache, seeded
+draws) against `model.generate(do_sample=True, num_return_sequences=n)` with the library's default (dynamic) cache,
 on left-padded batches of the same prompts and size. The two draw different tokens, so their token counts differ and
 both are reported. The tiny model on one torch thread, as in the DPO benchmarks; SmolLM2 as the default job samples it.
 """
@@ -150,7 +150,7 @@ def versus_plain(cfg, fmt, tokenizer, model, count: int, batch_size: int, max_ne
         f"weights in {str(model.dtype).removeprefix('torch.')}; plain is `model.generate(do_sample=True, "
         "temperature=0.8, num_return_sequences=n)` with the library's default (dynamic) cache, on the same "
         "left-padded batches; both cut completions at the format's end of turn and run each batch until its longest "
-        "row ends; they draw different tokens (ours: Gumbel noise seeded per prompt and sample), so tokens per "
+        "row ends; they draw different tokens (ours: one seeded uniform number per sample and step), so tokens per "
         "second is the fair comparison and samples per second counts every sample, however long",
     ]
     return rows, notes

@@ -1,9 +1,9 @@
 """Batched generation: the model's completions for examples, reproducible per prompt.
 
-Sampling draws its randomness from one generator per (prompt, sample), seeded from the run seed
-and the example id, through the Gumbel-max trick: argmax(logits / T + Gumbel noise) is a draw from
-softmax(logits / T). So a prompt's samples do not depend on which other prompts share its batch or
-on where a resumed run restarted. Temperature 0 is greedy decoding with one sample.
+Sampling draws its randomness per (prompt, sample), seeded from the run seed and the example id: each
+step's token is drawn from softmax(logits / T) by inverse CDF with one uniform number hashed from that
+seed and the step. So a prompt's samples do not depend on which other prompts share its batch or on
+where a resumed run restarted. Temperature 0 is greedy decoding with one sample.
 
 Backends: transformers `generate` (left padding, the format's end-of-turn token and stop strings),
 and vLLM (`generate_vllm`) when it is installed and a GPU is present.
@@ -11,6 +11,7 @@ and vLLM (`generate_vllm`) when it is installed and a GPU is present.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 from collections.abc import Iterable, Iterator
@@ -75,8 +76,8 @@ def _shift_right(z, bits: int):
 
 
 def uniform_noise(row_seeds, step: int, vocab_size: int):
-    """Uniform (0, 1) noise [rows, vocab]: a splitmix64 hash of (row seed, step, token id), so each row's
-    noise depends on its own seed and position only, whatever batch it is in; one vectorised pass."""
+    """Uniform (0, 1) numbers [rows, vocab_size]: a splitmix64 hash of (row seed, step, column), so each
+    row's numbers depend on its own seed and position only, whatever batch it is in; one vectorised pass."""
     import torch
 
     tokens = torch.arange(vocab_size, dtype=torch.int64, device=row_seeds.device)
@@ -87,19 +88,22 @@ def uniform_noise(row_seeds, step: int, vocab_size: int):
     return (_shift_right(z, 40).to(torch.float32) + 0.5) / float(1 << 24)
 
 
-def _gumbel_processor(row_seeds, prompt_width: int):
+def _seeded_draw_processor(row_seeds, prompt_width: int):
     import torch
     from transformers import LogitsProcessor
 
-    class GumbelNoise(LogitsProcessor):
-        """Adds per-row Gumbel noise so that greedy decoding samples, each row from its own seed."""
+    class SeededDraw(LogitsProcessor):
+        """Draws each row's next token from softmax(scores) by inverse CDF, with one uniform number from the
+        row's own seed and step, and returns scores whose argmax is that token (generate decodes greedily)."""
 
         def __call__(self, input_ids, scores):
             step = input_ids.shape[1] - prompt_width
-            uniform = uniform_noise(row_seeds.to(scores.device), step, scores.shape[-1])
-            return scores.float() - torch.log(-torch.log(uniform))
+            uniform = uniform_noise(row_seeds.to(scores.device), step, 1)
+            cdf = torch.softmax(scores.float(), dim=-1).cumsum(dim=-1)
+            token = torch.searchsorted(cdf, uniform * cdf[:, -1:]).clamp(max=scores.shape[-1] - 1)
+            return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
-    return GumbelNoise()
+    return SeededDraw()
 
 
 def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temperature: float = 0.8,
@@ -149,7 +153,7 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
                         processors.append(TemperatureLogitsWarper(temperature))
                         if top_p < 1.0:
                             processors.append(TopPLogitsWarper(top_p))
-                        processors.append(_gumbel_processor(row_seeds[kept], prompt_width))
+                        processors.append(_seeded_draw_processor(row_seeds[kept], prompt_width))
                     return processors
 
                 with torch.no_grad():
@@ -181,11 +185,12 @@ def decode_dropping_finished(model, tokenizer, enc, cache, config, processors_fo
     generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
     produced = 0
     while produced < max_new_tokens:
-        step = min(DECODE_STAGE_TOKENS, max_new_tokens - produced)
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, max_new_tokens=step,
+        stage = copy.deepcopy(config)
+        stage.max_new_tokens = min(DECODE_STAGE_TOKENS, max_new_tokens - produced)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=stage,
                              logits_processor=processors_for(rows), tokenizer=tokenizer, cache=cache)
         new = out[:, ids.shape[1]:]
-        produced += step
+        produced += stage.max_new_tokens
         writing = []
         for k, row in enumerate(rows.tolist()):
             generated[row] += new[k].tolist()

@@ -131,24 +131,31 @@ def test_vllm_backend_fails_clearly_without_vllm_or_gpu():
         sample.load_vllm("some/model")
 
 
-def test_gumbel_noise_samples_the_softmax_and_rows_are_independent():
+def test_seeded_draws_sample_the_softmax_and_rows_are_independent():
     import torch
 
-    from polaris_dpo.sample import uniform_noise
+    from polaris_dpo.sample import _seeded_draw_processor, uniform_noise
 
-    logits = torch.tensor([0.0, 1.0, 2.0, -1.0])
+    logits = torch.tensor([0.0, 1.0, 2.0, -1.0, float("-inf")])
     seeds = torch.arange(20000, dtype=torch.int64) * 7919 - 10**6
-    counts = torch.zeros(4)
+    counts = torch.zeros(5)
     for step in range(3):
-        gumbel = -torch.log(-torch.log(uniform_noise(seeds, step, 4)))
-        counts += torch.bincount((logits[None] + gumbel).argmax(1), minlength=4)
+        draw = _seeded_draw_processor(seeds, prompt_width=4)
+        scores = draw(torch.zeros((len(seeds), 4 + step), dtype=torch.long), logits.expand(len(seeds), 5))
+        assert torch.equal((scores == 0).sum(1), torch.ones(len(seeds), dtype=torch.long))  # one token per row
+        counts += torch.bincount(scores.argmax(1), minlength=5)
+    assert counts[4] == 0  # a token the warpers removed is never drawn
     assert torch.allclose(counts / counts.sum(), torch.softmax(logits, 0), atol=0.01)
+    scores = torch.randn(8, 50, generator=torch.Generator().manual_seed(0))
+    batch = _seeded_draw_processor(seeds[:8], 4)(torch.zeros((8, 9), dtype=torch.long), scores)
+    alone = _seeded_draw_processor(seeds[3:4], 4)(torch.zeros((1, 9), dtype=torch.long), scores[3:4])
+    assert torch.equal(alone[0], batch[3])  # a row's draw does not depend on its batch
+    assert len(set(batch.argmax(1).tolist())) > 1
     noise = uniform_noise(torch.tensor([5, 6], dtype=torch.int64), 0, 4096)
     assert 0.0 < noise.min() and noise.max() < 1.0
     assert abs(torch.corrcoef(noise)[0, 1]) < 0.1
-    alone = uniform_noise(torch.tensor([6], dtype=torch.int64), 0, 4096)
-    assert torch.equal(alone[0], noise[1])  # a row's noise does not depend on its batch
-    assert not torch.equal(uniform_noise(torch.tensor([6], dtype=torch.int64), 1, 4096), alone)
+    assert torch.equal(uniform_noise(torch.tensor([6], dtype=torch.int64), 0, 4096)[0], noise[1])  # batch-free
+    assert not torch.equal(uniform_noise(torch.tensor([6], dtype=torch.int64), 1, 4096)[0], noise[1])
 
 
 def conversation_prompts(turns: int) -> list[dict]:

@@ -153,3 +153,28 @@ def test_tied_dpo_with_a_fresh_adapter_and_precomputed_reference(tied_sft, make_
                    run_dir=tmp_path / "dpo_fresh")
     result = dpo.run(cfg)
     assert "fresh adapter" in result["reference"] and result["metrics"]["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_tied_whole_head_trains_the_shared_matrix_and_merges(make_cfg, monkeypatch, tmp_path):
+    """train.lora.new_tokens=head with a tied head: the whole shared matrix trains, stays tied, and merges."""
+    fmt = use_test_format(monkeypatch)
+    cfg = make_cfg("stage=sft", *TIED, *QUICK, "sft.max_steps=6", "sft.learning_rate=1e-2",
+                   "sft.per_device_train_batch_size=4", "train.lora.new_tokens=head", run_dir=tmp_path / "sft_run")
+    result = sft.run(cfg, conversations=conversations(8))
+    config = json.loads((Path(result["output_dir"]) / "adapter_config.json").read_text())
+    assert set(config["modules_to_save"]) == {"embed_tokens", "lm_head"} and not config["trainable_token_indices"]
+
+    base, _ = models.load_trained(result["base_model"], cfg, fmt)
+    model, tokenizer = models.load_trained(result["output_dir"], cfg, fmt)
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    ordinary = torch.tensor([5, 6, 7])
+    assert not torch.equal(embed(ordinary), base.get_input_embeddings()(ordinary))  # beyond the new tokens' rows
+    assert torch.equal(head.weight, embed.weight)
+
+    out = tmp_path / "merged"
+    from test_merge_helpers import EXAMPLES
+
+    chain = merging.chain_from_stage_output(result["output_dir"])
+    verified = merging.merge_and_verify(chain, out, EXAMPLES, cfg.model, cfg.hardware, MergeSettings())
+    assert verified["passed"] and verified["full_precision_reference"]["max_abs_diff"] < 1e-4
