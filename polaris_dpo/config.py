@@ -103,7 +103,7 @@ class LoraConfig:
     alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     dropout: float = 0.05  # dropout on the LoRA input
     target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # modules that get adapters; all-linear = every linear but the head
-    new_tokens: str = "rows"  # how the format's new tokens learn: rows (only their rows of the embedding and LM head) | head (the whole LM head; tied: the whole shared matrix)
+    new_tokens: str = "head"  # how the format's new tokens learn: head (the whole LM head; tied: the whole shared matrix) | rows (only their rows of the embedding and LM head)
 
 
 @dataclass

@@ -16,12 +16,13 @@ from polaris_dpo.merging import MergeSettings
 from polaris_dpo.stages import dpo, sft
 
 TIED = (*TINY, "model.tiny.tie_word_embeddings=true")
+ROWS = "train.lora.new_tokens=rows"  # only the new tokens' rows train (the default trains the whole head)
 
 
 @pytest.fixture
 def tied_sft(make_cfg, monkeypatch, tmp_path):
     fmt = use_test_format(monkeypatch)
-    cfg = make_cfg("stage=sft", *TIED, *QUICK, "sft.max_steps=10", "sft.learning_rate=1e-2",
+    cfg = make_cfg("stage=sft", *TIED, ROWS, *QUICK, "sft.max_steps=10", "sft.learning_rate=1e-2",
                    "sft.per_device_train_batch_size=4", run_dir=tmp_path / "sft_run")
     result = sft.run(cfg, conversations=conversations(8))
     return cfg, fmt, result
@@ -56,7 +57,7 @@ def test_tied_lora_sft_trains_the_new_tokens_rows_on_both_sides(tied_sft):
 def test_tied_lora_dpo_continues_the_sft_adapter_and_merges(tied_sft, make_cfg, tmp_path):
     cfg, fmt, sft_result = tied_sft
     pairs = write_pairs(tmp_path / "pairs")
-    dpo_cfg = make_cfg("stage=dpo", *TIED, *QUICK, "dpo.max_steps=6", "dpo.learning_rate=5e-3", "dpo.beta=0.5",
+    dpo_cfg = make_cfg("stage=dpo", *TIED, ROWS, *QUICK, "dpo.max_steps=6", "dpo.learning_rate=5e-3", "dpo.beta=0.5",
                        "dpo.per_device_train_batch_size=4", f"dpo.pairs={pairs}",
                        f"dpo.sft_model={sft_result['output_dir']}", run_dir=tmp_path / "dpo_run")
     result = dpo.run(dpo_cfg)
@@ -91,7 +92,7 @@ def test_fused_head_reads_the_rows_its_forward_uses(make_cfg, monkeypatch):
     from peft import get_peft_model
 
     fmt = use_test_format(monkeypatch)
-    cfg = make_cfg(*TIED, *QUICK)
+    cfg = make_cfg(*TIED, ROWS, *QUICK)
     path = models.model_path_for(cfg, fmt)
     tokenizer = models.load_tokenizer(path, fmt)
     base = models.load_model(path, cfg.model, cfg.hardware, tokenizer)
@@ -113,7 +114,7 @@ def test_fused_head_reads_the_rows_its_forward_uses(make_cfg, monkeypatch):
 @pytest.mark.slow
 def test_tied_qlora_sft_trains_the_new_tokens_rows(make_cfg, monkeypatch, tmp_path):
     fmt = use_test_format(monkeypatch)
-    cfg = make_cfg("stage=sft", *TIED, *QUICK, "model.load_in_4bit=true", "sft.max_steps=4",
+    cfg = make_cfg("stage=sft", *TIED, ROWS, *QUICK, "model.load_in_4bit=true", "sft.max_steps=4",
                    "sft.learning_rate=1e-2", "sft.per_device_train_batch_size=4")
     result = sft.run(cfg, conversations=conversations(8))
     assert result["metrics"]["final_loss"] < result["metrics"]["first_loss"]
@@ -147,7 +148,7 @@ def test_tied_dpo_with_a_fresh_adapter_and_precomputed_reference(tied_sft, make_
     """The reference log-probs are computed in TRL's constructor: the head must be readable before it."""
     _, _, sft_result = tied_sft
     pairs = write_pairs(tmp_path / "pairs")
-    cfg = make_cfg("stage=dpo", *TIED, *QUICK, "dpo.max_steps=2", "dpo.learning_rate=5e-3",
+    cfg = make_cfg("stage=dpo", *TIED, ROWS, *QUICK, "dpo.max_steps=2", "dpo.learning_rate=5e-3",
                    "dpo.per_device_train_batch_size=4", f"dpo.pairs={pairs}", "dpo.reference=merge_sft",
                    "dpo.precompute_ref_log_probs=true", f"dpo.sft_model={sft_result['output_dir']}",
                    run_dir=tmp_path / "dpo_fresh")
@@ -157,13 +158,15 @@ def test_tied_dpo_with_a_fresh_adapter_and_precomputed_reference(tied_sft, make_
 
 @pytest.mark.slow
 def test_tied_whole_head_trains_the_shared_matrix_and_merges(make_cfg, monkeypatch, tmp_path):
-    """train.lora.new_tokens=head with a tied head: the whole shared matrix trains, stays tied, and merges."""
+    """train.lora.new_tokens=head with a tied head: the whole shared matrix trains in SFT and DPO, stays tied,
+    and merges."""
     fmt = use_test_format(monkeypatch)
     cfg = make_cfg("stage=sft", *TIED, *QUICK, "sft.max_steps=6", "sft.learning_rate=1e-2",
-                   "sft.per_device_train_batch_size=4", "train.lora.new_tokens=head", run_dir=tmp_path / "sft_run")
+                   "sft.per_device_train_batch_size=4", run_dir=tmp_path / "sft_run")
+    assert cfg.train.lora.new_tokens == "head"  # the default
     result = sft.run(cfg, conversations=conversations(8))
     config = json.loads((Path(result["output_dir"]) / "adapter_config.json").read_text())
-    assert set(config["modules_to_save"]) == {"embed_tokens", "lm_head"} and not config["trainable_token_indices"]
+    assert "embed_tokens" in config["modules_to_save"] and not config["trainable_token_indices"]
 
     base, _ = models.load_trained(result["base_model"], cfg, fmt)
     model, tokenizer = models.load_trained(result["output_dir"], cfg, fmt)
@@ -172,9 +175,18 @@ def test_tied_whole_head_trains_the_shared_matrix_and_merges(make_cfg, monkeypat
     assert not torch.equal(embed(ordinary), base.get_input_embeddings()(ordinary))  # beyond the new tokens' rows
     assert torch.equal(head.weight, embed.weight)
 
+    pairs = write_pairs(tmp_path / "pairs")
+    dpo_cfg = make_cfg("stage=dpo", *TIED, *QUICK, "dpo.max_steps=3", "dpo.learning_rate=5e-3", "dpo.beta=0.5",
+                       "dpo.per_device_train_batch_size=4", f"dpo.pairs={pairs}",
+                       f"dpo.sft_model={result['output_dir']}", run_dir=tmp_path / "dpo_run")
+    dpo_result = dpo.run(dpo_cfg)
+    dpo_model, _ = models.load_trained(dpo_result["output_dir"], cfg, fmt)
+    assert not torch.equal(dpo_model.get_input_embeddings()(ordinary), embed(ordinary))  # DPO moved the matrix too
+    assert torch.equal(dpo_model.get_output_embeddings().weight, dpo_model.get_input_embeddings().weight)
+
     out = tmp_path / "merged"
     from test_merge_helpers import EXAMPLES
 
-    chain = merging.chain_from_stage_output(result["output_dir"])
+    chain = merging.chain_from_stage_output(dpo_result["output_dir"])
     verified = merging.merge_and_verify(chain, out, EXAMPLES, cfg.model, cfg.hardware, MergeSettings())
     assert verified["passed"] and verified["full_precision_reference"]["max_abs_diff"] < 1e-4
