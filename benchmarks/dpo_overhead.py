@@ -105,8 +105,9 @@ def run(quick: bool) -> dict:
         "DPOConfig), which resizes the embeddings to the tokenizer as a script adding tokens does",
         "both sides: no gradient checkpointing (TRL's default is on, ours off: both set explicitly), reference = the "
         "base with the adapter off",
-        "ours trains more parameters by design: the rows of the format's new tokens (embedding, and an untied LM "
-        "head's; `train.lora.new_tokens=rows`), which a plain LoRA leaves untrained",
+        "ours trains more parameters by design: the whole LM head with the format's new tokens "
+        "(`train.lora.new_tokens=head`, the default; a tied head is the shared embedding matrix); the plain script "
+        "of TRL's documentation trains LoRA only",
     ]
     return {"title": "DPO: stage dpo vs a plain TRL DPOTrainer script, same model, pairs, settings, steps",
             "rows": rows, "notes": notes}

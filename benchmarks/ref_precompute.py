@@ -17,7 +17,7 @@ WARMUP = 2
 def run(quick: bool) -> dict:
     scratch = _support.scratch_dir()
     pairs, origin = _support.pair_set(scratch)
-    rows_used, epochs = (16, 2) if quick else (32, 2)
+    rows_used, epochs = (16, 2) if quick else (24, 2)
     subset = _support.subset_pairs(pairs, rows_used, scratch)
     model_dir, tokenizer_dir = _support.model_folders(scratch, "tiny")
     results = {}

@@ -186,7 +186,8 @@ def decode_dropping_finished(model, tokenizer, enc, cache, config, processors_fo
     produced = 0
     while produced < max_new_tokens:
         stage = copy.deepcopy(config)
-        stage.max_new_tokens = min(DECODE_STAGE_TOKENS, max_new_tokens - produced)
+        left = max_new_tokens - produced
+        stage.max_new_tokens = left if len(rows) == 1 else min(DECODE_STAGE_TOKENS, left)  # one row: none to drop
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=stage,
                              logits_processor=processors_for(rows), tokenizer=tokenizer, cache=cache)
         new = out[:, ids.shape[1]:]
