@@ -115,8 +115,8 @@ def batching(cfg, fmt, tokenizer, model, quick: bool) -> tuple[list, list]:
     notes = [
         f"batched against one at a time: {len(examples)} prompts of the demo data ({min(lengths)}-{max(lengths)} "
         f"tokens), one sample each, max_new_tokens={max_new_tokens}; tokens = the completions re-tokenised (what a "
-        "user receives); a batch keeps computing rows that have already stopped until its longest row ends, which "
-        "the figure includes; copies of one prompt show batching with no padding at all",
+        "user receives); rows that have ended leave a batch every 16 tokens (sample.DECODE_STAGE_TOKENS); copies of "
+        "one prompt show batching with no padding at all",
     ]
     return rows, notes
 
@@ -149,8 +149,8 @@ def versus_plain(cfg, fmt, tokenizer, model, count: int, batch_size: int, max_ne
         f"batch_size={batch_size} prompts ({batch_size * n} rows per generate call), max_new_tokens={max_new_tokens}, "
         f"weights in {str(model.dtype).removeprefix('torch.')}; plain is `model.generate(do_sample=True, "
         "temperature=0.8, num_return_sequences=n)` with the library's default (dynamic) cache, on the same "
-        "left-padded batches; both cut completions at the format's end of turn and run each batch until its longest "
-        "row ends; they draw different tokens (ours: one seeded uniform number per sample and step), so tokens per "
+        "left-padded batches; both cut completions at the format's end of turn; plain runs each batch until its "
+        "longest row ends, ours drops the rows that have ended every 16 tokens; they draw different tokens (ours: one seeded uniform number per sample and step), so tokens per "
         "second is the fair comparison and samples per second counts every sample, however long",
     ]
     return rows, notes
