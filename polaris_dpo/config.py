@@ -153,6 +153,7 @@ class DPOStageConfig:
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # sigmoid | ipo | hinge | robust | apo_zero | sft (RPO mix), several allowed
     loss_weights: list[float] | None = None  # weight of each loss_type entry (null: all 1)
     label_smoothing: float = 0.0  # conservative DPO / robust label noise
+    pair_order: str = "shuffled"  # shuffled: the trainer draws pairs at random | call_balanced: every step holds as many call-over-text as text-over-call pairs (polaris_dpo/pairs/order.py)
     precompute_ref_log_probs: bool = False  # compute reference log-probs once before training
     learning_rate: float = 5e-5  # peak learning rate
     num_train_epochs: float = 1.0  # epochs over the pairs (ignored when max_steps > 0)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from polaris_dpo import lineage, models, tracking, training
+from polaris_dpo.pairs.order import CALL_OVER_TEXT, PAIR_ORDERS, TEXT_OVER_CALL, call_balanced_order, call_direction
 from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,26 @@ def load_pairs(folder: str | Path):
     if missing:
         raise ValueError(f"{train}: pair rows lack {missing}")
     return dataset.remove_columns([c for c in dataset.column_names if c not in PAIR_COLUMNS])
+
+
+def pair_order_args(dpo_cfg) -> dict:
+    """The trainer's sampling for `dpo.pair_order`: call_balanced reads the pairs in the order it sets."""
+    if dpo_cfg.pair_order == "shuffled":
+        return {}
+    if "train_sampling_strategy" in (dpo_cfg.trl or {}):
+        raise ValueError(f"dpo.pair_order={dpo_cfg.pair_order} reads the pairs in order; it cannot be combined with "
+                         f"dpo.trl.train_sampling_strategy={dpo_cfg.trl['train_sampling_strategy']}")
+    return {"train_sampling_strategy": "sequential"}
+
+
+def in_call_balanced_order(dataset, args, seed: int):
+    """The pairs in `call_balanced_order`, one block per optimiser step (all devices and accumulated batches)."""
+    step_size = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    directions = [call_direction(row["chosen"], row["rejected"]) for row in dataset]
+    counts = {d: directions.count(d) for d in (CALL_OVER_TEXT, TEXT_OVER_CALL)}
+    log.info("dpo.pair_order=call_balanced: %d call-over-text and %d text-over-call pairs, steps of %d pairs",
+             counts[CALL_OVER_TEXT], counts[TEXT_OVER_CALL], step_size)
+    return dataset.select(call_balanced_order(directions, step_size, seed))
 
 
 def copy_adapter_into_ref(model) -> int:
@@ -66,6 +87,8 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     if cfg.dpo.reference not in REFERENCES:
         raise ValueError(f"dpo.reference={cfg.dpo.reference!r}: expected one of {', '.join(REFERENCES)}")
+    if cfg.dpo.pair_order not in PAIR_ORDERS:
+        raise ValueError(f"dpo.pair_order={cfg.dpo.pair_order!r}: expected one of {' | '.join(PAIR_ORDERS)}")
     dataset = load_pairs(pairs or cfg.dpo.pairs)
 
     source = model_path or cfg.dpo.sft_model
@@ -100,7 +123,10 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights is not None else None,
         label_smoothing=cfg.dpo.label_smoothing,
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
+        **pair_order_args(cfg.dpo),
     )
+    if cfg.dpo.pair_order == "call_balanced":
+        dataset = in_call_balanced_order(dataset, args, cfg.seed)
     lora = peft_config is not None or continue_adapter
     if peft_config is not None:  # wrapped here, so that the head is readable before TRL's first forward
         model = get_peft_model(model, peft_config)  # (dpo.precompute_ref_log_probs runs one in the constructor)
@@ -126,6 +152,7 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         "load_in_4bit": bool(cfg.model.load_in_4bit),
         "format": training.plain(training.format_config(cfg, str(source))),
         "loss_type": list(cfg.dpo.loss_type),
+        "pair_order": cfg.dpo.pair_order,
     }
     return {"trainer": trainer, "tokenizer": tokenizer, "output_dir": out, "record": record}
 
