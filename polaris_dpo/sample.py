@@ -11,13 +11,16 @@ and vLLM (`generate_vllm`) when it is installed and a GPU is present.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
+import os
 from collections.abc import Iterable, Iterator
 
 SORT_WINDOW_BATCHES = 8  # prompts are sorted by text within windows of this many batches
 DECODE_STAGE_TOKENS = 16  # tokens generated between two drops of the rows that have ended
+FORCE_GQA_VARIABLE = "TRANSFORMERS_SDPA_FORCE_GQA"  # transformers: SDPA takes grouped key/value heads as they are
 
 
 def prompt_seed(seed: int, example_id: str, sample_index: int) -> int:
@@ -106,6 +109,29 @@ def _seeded_draw_processor(row_seeds, prompt_width: int):
     return SeededDraw()
 
 
+@contextlib.contextmanager
+def grouped_kv_attention(model):
+    """On CPU, SDPA attends with the model's grouped key/value heads as they are (`enable_gqa`) instead of
+    transformers' default there: repeating them to every query head first, which costs more than the attention.
+
+    Same result exactly (torch's CPU kernels take grouped heads with a padding mask); transformers' own switch,
+    set only while this block runs. On CUDA, grouped heads with a mask would fall back to the slow math kernel.
+    """
+    attention = getattr(model.config, "_attn_implementation", None)
+    if next(model.parameters()).device.type != "cpu" or attention != "sdpa":
+        yield
+        return
+    saved = os.environ.get(FORCE_GQA_VARIABLE)
+    os.environ[FORCE_GQA_VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(FORCE_GQA_VARIABLE, None)
+        else:
+            os.environ[FORCE_GQA_VARIABLE] = saved
+
+
 def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temperature: float = 0.8,
              top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 16, seed: int = 0,
              progress=None) -> Iterator[list[str]]:
@@ -141,7 +167,8 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
             for rows in _batches(in_text_order, batch_size):
                 enc = tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(device)
-                cache = shared_prompt_cache(model, enc, n, max_new_tokens)
+                with grouped_kv_attention(model):
+                    cache = shared_prompt_cache(model, enc, n, max_new_tokens)
                 enc = {key: value.repeat_interleave(n, dim=0) for key, value in enc.items()}
                 row_seeds = torch.tensor([_signed64(prompt_seed(seed, str(window[i]["id"]), j))
                                           for i in rows for j in range(n)], dtype=torch.int64)
@@ -156,7 +183,7 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
                         processors.append(_seeded_draw_processor(row_seeds[kept], prompt_width))
                     return processors
 
-                with torch.no_grad():
+                with torch.no_grad(), grouped_kv_attention(model):
                     generated = decode_dropping_finished(model, tokenizer, enc, cache, config, processors_for,
                                                          max_new_tokens, eos_ids, stops)
                 completions = [_completion(tokenizer, row, eos_ids, stops) for row in generated]

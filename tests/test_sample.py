@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pytest
 
 from polaris_dpo import models, sample
@@ -212,3 +215,42 @@ def test_prompts_that_begin_one_another_share_one_prefill(tiny):
             assert torch.allclose(mine.keys[i, :, width - length:width], theirs.keys[0, :, :length], atol=1e-5)
             assert torch.allclose(mine.values[i, :, width - length:width], theirs.values[0, :, :length], atol=1e-5)
     assert run(tiny, prompts, batch_size=3) == run(tiny, prompts, batch_size=1)
+
+
+def test_grouped_kv_heads_attend_unrepeated_on_cpu_with_the_same_logits(tiny_cache, monkeypatch):
+    import torch
+    from transformers.integrations import sdpa_attention
+
+    from polaris_dpo.compose import compose
+
+    cfg = compose(["model=tiny", f"model.cache_dir={tiny_cache}", "model.tiny.num_key_value_heads=2",
+                   "model.dtype=float32"], run_dir=str(tiny_cache / "run"))
+    path = models.resolve_model_path(cfg.model, TOKENS)
+    tokenizer = models.load_tokenizer(path)
+    model = models.load_model(path, cfg.model, cfg.hardware, tokenizer).eval()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    repeats = []
+    real_repeat = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda *a: repeats.append(1) or real_repeat(*a))
+    monkeypatch.delenv(sample.FORCE_GQA_VARIABLE, raising=False)
+    tokenizer.padding_side = "left"
+    enc = tokenizer(["Weather in Paris?", "Weather in Paris please please please?"], return_tensors="pt",
+                    padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        repeated = model(**enc).logits
+        assert repeats
+        repeats.clear()
+        with sample.grouped_kv_attention(model):
+            grouped = model(**enc).logits
+        assert not repeats
+    assert sample.FORCE_GQA_VARIABLE not in os.environ
+    mask = enc["attention_mask"].bool()
+    assert torch.allclose(grouped[mask], repeated[mask], atol=1e-5)
+    def samples():
+        return list(sample.generate(model, tokenizer, ChatML(), examples(3), n=2, temperature=1.0, max_new_tokens=8,
+                                    batch_size=3, seed=1))
+
+    grouped_samples = samples()
+    assert len(grouped_samples) == 3 and not repeats
+    monkeypatch.setattr(sample, "grouped_kv_attention", lambda model: contextlib.nullcontext())
+    assert samples() == grouped_samples and repeats

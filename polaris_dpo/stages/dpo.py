@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 from polaris_dpo import lineage, models, tracking, training
-from polaris_dpo.pairs.order import CALL_OVER_TEXT, PAIR_ORDERS, TEXT_OVER_CALL, call_balanced_order, call_direction
+from polaris_dpo.pairs.order import (
+    CALL_OVER_TEXT,
+    PAIR_ORDERS,
+    TEXT_OVER_CALL,
+    call_balanced_order,
+    call_direction,
+)
 from polaris_dpo.preemption import PreemptionCallback
 
 log = logging.getLogger(__name__)
