@@ -29,7 +29,7 @@ from polaris_dpo.preemption import PreemptionCallback
 log = logging.getLogger(__name__)
 
 REFERENCES = ("continue_adapter", "merge_sft")
-PAIR_COLUMNS = ("prompt", "chosen", "rejected", "tools")
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "tools", "category")  # the trainer's collator leaves out `category`
 
 
 def load_pairs(folder: str | Path):
@@ -56,10 +56,13 @@ def pair_order_args(dpo_cfg) -> dict:
     return {"train_sampling_strategy": "sequential"}
 
 
-def in_call_balanced_order(dataset, args, seed: int):
-    """The pairs in `call_balanced_order`, one block per optimiser step (all devices and accumulated batches)."""
-    step_size = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    directions = [call_direction(row["chosen"], row["rejected"]) for row in dataset]
+def in_call_balanced_order(trainer, seed: int):
+    """The trainer's pairs in `call_balanced_order`, one block per optimiser step (all devices and accumulated
+    batches); every epoch reads the same order."""
+    dataset = trainer.train_dataset
+    step_size = trainer.get_total_train_batch_size(trainer.args)
+    columns = [c for c in ("category", "chosen", "rejected") if c in dataset.column_names]
+    directions = [call_direction(row) for row in dataset.select_columns(columns)]
     counts = {d: directions.count(d) for d in (CALL_OVER_TEXT, TEXT_OVER_CALL)}
     log.info("dpo.pair_order=call_balanced: %d call-over-text and %d text-over-call pairs, steps of %d pairs",
              counts[CALL_OVER_TEXT], counts[TEXT_OVER_CALL], step_size)
@@ -131,14 +134,14 @@ def build(cfg, output_dir: str | Path | None = None, model_path: str | None = No
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
         **pair_order_args(cfg.dpo),
     )
-    if cfg.dpo.pair_order == "call_balanced":
-        dataset = in_call_balanced_order(dataset, args, cfg.seed)
     lora = peft_config is not None or continue_adapter
     if peft_config is not None:  # wrapped here, so that the head is readable before TRL's first forward
         model = get_peft_model(model, peft_config)  # (dpo.precompute_ref_log_probs runs one in the constructor)
     training.readable_head_rows(model)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[PreemptionCallback()])
+    if cfg.dpo.pair_order == "call_balanced":  # after TRL dropped the rows it cannot train on
+        trainer.train_dataset = in_call_balanced_order(trainer, cfg.seed)
     if continue_adapter:
         copy_adapter_into_ref(trainer.model)
     elif peft_config is not None:
