@@ -35,9 +35,10 @@ def call_balanced_order(directions: list[str], step_size: int, seed: int) -> lis
     """Row indices in reading order: consecutive blocks of `step_size` rows are the optimiser steps.
 
     Call-over-text and text-over-call rows are matched one to one (two consecutive steps hold a match
-    when a step is one row). The matches are spread evenly over the blocks, and each block is
-    filled from the other rows (unmatched ones included) in a seeded random order. A match is split
-    across two steps only where a block has one place left and no other row remains to fill it.
+    when a step is one row). The matches are spread evenly over the blocks, each block is filled from
+    the other rows in a seeded random order, and the rows left unmatched (the surplus of one kind, which
+    would only push the bias) come after the others and the matches. A match is split across two steps
+    only where a block has one place left and no other row remains to fill it.
     """
     if step_size < 1:
         raise ValueError(f"step_size={step_size}: at least 1")
@@ -50,25 +51,26 @@ def call_balanced_order(directions: list[str], step_size: int, seed: int) -> lis
         rng.shuffle(rows)
     matched = min(len(rows) for rows in by_direction.values())
     matches = deque((by_direction[CALL_OVER_TEXT][i], by_direction[TEXT_OVER_CALL][i]) for i in range(matched))
+    unmatched = by_direction[CALL_OVER_TEXT][matched:] + by_direction[TEXT_OVER_CALL][matched:]
     others = [i for i, x in enumerate(directions) if x == OTHER]
-    others += by_direction[CALL_OVER_TEXT][matched:] + by_direction[TEXT_OVER_CALL][matched:]
     rng.shuffle(others)
-    rest = deque(others)
+    rng.shuffle(unmatched)
+    others, unmatched = deque(others), deque(unmatched)
 
     block_size = max(step_size, 2)
-    blocks, total_matches = math.ceil(len(directions) / block_size), len(matches)
+    blocks = max(1, math.ceil((len(directions) - len(unmatched)) / block_size))
+    total_matches = len(matches)
     order: list[int] = []
-    while matches or rest:
+    while matches or others or unmatched:
         due = math.ceil((len(order) // block_size + 1) * total_matches / blocks) - (total_matches - len(matches))
         block = [i for _ in range(min(due, block_size // 2, len(matches))) for i in matches.popleft()]
-        while len(block) < block_size and rest:
-            block.append(rest.popleft())
-        while len(block) + 2 <= block_size and matches:
-            block += matches.popleft()
+        for source in (others, matches, unmatched):  # the places left: other rows, whole matches, unmatched rows
+            while source and len(block) + (2 if source is matches else 1) <= block_size:
+                block += source.popleft() if source is matches else [source.popleft()]
         if len(block) < block_size and matches:  # one place left and only matches remain: they split from here on
-            rest = deque(i for match in matches for i in match)
+            others.extend(i for match in matches for i in match)
             matches.clear()
-            while len(block) < block_size and rest:
-                block.append(rest.popleft())
+            while len(block) < block_size and others:
+                block.append(others.popleft())
         order += block
     return order
