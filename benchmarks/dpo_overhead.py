@@ -22,7 +22,7 @@ def settings(model: str, quick: bool) -> dict:
     if model == "tiny":  # one thread: float32 steps of ~2 s
         return {**common, "max_steps": 8 if quick else 10, "per_device_train_batch_size": 4, "threads": 1}
     # SmolLM2 as the default job trains it: bf16 autocast over float32 weights, every core
-    return {**common, "max_steps": 4 if quick else 5, "per_device_train_batch_size": 2, "threads": 2, "bf16": True}
+    return {**common, "max_steps": 3 if quick else 4, "per_device_train_batch_size": 2, "threads": 2, "bf16": True}
 
 
 def pooled(runs: list[dict], key: str) -> float:
@@ -31,7 +31,10 @@ def pooled(runs: list[dict], key: str) -> float:
 
 
 def measure(model: str, quick: bool, scratch, pairs, origin: str) -> tuple[list, list]:
+    from polaris_dpo import formats
+
     model_dir, tokenizer_dir = _support.model_folders(scratch, model)
+    new_tokens = list(formats.from_config(_support.compose([f"model={model}"], scratch / "format").format).special_tokens)
     chosen = settings(model, quick)
     order = ["ours", "plain"] if quick else ["ours", "plain", "plain", "ours"]
     runs: dict[str, list[dict]] = {"ours": [], "plain": []}
@@ -39,7 +42,7 @@ def measure(model: str, quick: bool, scratch, pairs, origin: str) -> tuple[list,
         spec = {"side": side, "result": str(scratch / f"{model}-{i}-{side}.json"),
                 "run_dir": str(scratch / f"{model}-{i}-{side}"), "pairs": str(pairs), "model_dir": model_dir,
                 "tokenizer_dir": str(tokenizer_dir), "overrides": [f"model={model}"], "warmup": WARMUP,
-                "settings": chosen}
+                "settings": chosen, "new_tokens": new_tokens}
         runs[side].append(_support.child("dpo_train", spec))
     ours, plain = runs["ours"], runs["plain"]
     figures = {}
@@ -105,9 +108,9 @@ def run(quick: bool) -> dict:
         "DPOConfig), which resizes the embeddings to the tokenizer as a script adding tokens does",
         "both sides: no gradient checkpointing (TRL's default is on, ours off: both set explicitly), reference = the "
         "base with the adapter off",
-        "ours trains more parameters by design: the whole LM head with the format's new tokens "
-        "(`train.lora.new_tokens=head`, the default; a tied head is the shared embedding matrix); the plain script "
-        "of TRL's documentation trains LoRA only",
+        "same adapter on both sides: LoRA plus the whole LM head, through which the format's new tokens learn "
+        "(ours: `train.lora.new_tokens=head`, the default; plain: the same `modules_to_save` written into its "
+        "LoraConfig; a tied head is the shared embedding matrix, kept tied), so both train the same parameters",
     ]
     return {"title": "DPO: stage dpo vs a plain TRL DPOTrainer script, same model, pairs, settings, steps",
             "rows": rows, "notes": notes}

@@ -8,7 +8,8 @@ given the same settings.
 
 SPEC keys: side, result (JSON file written at the end), run_dir, pairs, model_dir, tokenizer_dir, overrides
 (config overrides for ours: `model=<name>` and whatever else differs, such as the hardware), settings (below), warmup (steps left out of the steady
-state), quantize (plain side: QLoRA 4-bit, as the GPU benchmark asks).
+state), quantize (plain side: QLoRA 4-bit, as the GPU benchmark asks), new_tokens (plain side: the format's tokens,
+trained as ours trains them by default: the whole LM head, a tied one with the embedding; absent: LoRA only).
 """
 
 from __future__ import annotations
@@ -102,12 +103,15 @@ def run_plain(spec: dict, s: dict, timer) -> dict:
         model.resize_token_embeddings(len(tokenizer))
     train_dataset = load_dataset("json", data_files=str(Path(spec["pairs"]) / "train.jsonl"), split="train")
 
-    matched = {}
-    if spec.get("match_adapter"):  # diagnosis: the adapter stage dpo builds (LM head + new tokens' rows train too)
-        new_ids = sorted(tokenizer.convert_tokens_to_ids(spec["match_adapter"]))
-        matched = {"modules_to_save": ["lm_head"], "trainable_token_indices": {"embed_tokens": new_ids}}
+    new_tokens = {}  # the format's tokens learn as stage dpo's default adapter has them learn: the whole LM head
+    if spec.get("new_tokens"):
+        if model.get_output_embeddings().weight is model.get_input_embeddings().weight:  # tied: the shared matrix
+            new_tokens = {"modules_to_save": ["embed_tokens", "lm_head"], "ensure_weight_tying": True}
+        else:
+            new_ids = sorted(tokenizer.convert_tokens_to_ids(spec["new_tokens"]))
+            new_tokens = {"modules_to_save": ["lm_head"], "trainable_token_indices": {"embed_tokens": new_ids}}
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                             target_modules="all-linear", task_type="CAUSAL_LM", **matched)
+                             target_modules="all-linear", task_type="CAUSAL_LM", **new_tokens)
     training_args = DPOConfig(
         output_dir=str(Path(spec["run_dir"]) / "plain"),
         max_steps=s["max_steps"], num_train_epochs=s["num_train_epochs"], learning_rate=s["learning_rate"],

@@ -150,7 +150,7 @@ def versus_plain(cfg, fmt, tokenizer, model, count: int, batch_size: int, max_ne
         f"weights in {str(model.dtype).removeprefix('torch.')}; plain is `model.generate(do_sample=True, "
         "temperature=0.8, num_return_sequences=n)` with the library's default (dynamic) cache, on the same "
         "left-padded batches; both cut completions at the format's end of turn; plain runs each batch until its "
-        "longest row ends, ours drops the rows that have ended every 16 tokens and, on CPU, attends with the grouped key/value heads unrepeated; they draw different tokens (ours: one seeded uniform number per sample and step), so tokens per "
+        "longest row ends, ours drops the rows that have ended every 16 tokens and, on CPU, prefills with the grouped key/value heads unrepeated; they draw different tokens (ours: one seeded uniform number per sample and step), so tokens per "
         "second is the fair comparison and samples per second counts every sample, however long",
     ]
     return rows, notes

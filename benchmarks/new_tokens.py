@@ -1,5 +1,5 @@
-"""The format's new tokens: only their rows train (`train.lora.new_tokens=rows`, the default) against the whole LM
-head (`head`; with a tied head the whole shared matrix), on the tiny model and on SmolLM2-135M-Instruct.
+"""The format's new tokens: only their rows train (`train.lora.new_tokens=rows`) against the whole LM head (`head`,
+the default; with a tied head the whole shared matrix), on the tiny model and on SmolLM2-135M-Instruct.
 
 Each side is the default job's SFT step (conf/stage/pipeline.yaml: LoRA r16, lr 1e-3, batches of 8, max 512 tokens,
 same seed, so the same batches in the same order) in a process of its own; on SmolLM2 it stops early to fit the
@@ -20,8 +20,8 @@ SIDES = ("rows", "head")
 def steps(model: str, quick: bool) -> int:
     """SFT steps to run: fewer than the recipe's, to fit the benchmark's time."""
     if model == "tiny":
-        return 8 if quick else 16
-    return 3 if quick else 5
+        return 8 if quick else 12
+    return 3 if quick else 4
 
 
 def tail_comparison(rows: list[float], head: list[float], last: int) -> tuple[float, float]:

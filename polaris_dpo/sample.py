@@ -112,7 +112,8 @@ def _seeded_draw_processor(row_seeds, prompt_width: int):
 @contextlib.contextmanager
 def grouped_kv_attention(model):
     """On CPU, SDPA attends with the model's grouped key/value heads as they are (`enable_gqa`) instead of
-    transformers' default there: repeating them to every query head first, which costs more than the attention.
+    transformers' default for a prefill: repeating them to every query head first. For the prefill only: decode
+    steps are faster with transformers' own folding of the query heads (forced grouped heads: 2.3x slower sampling).
 
     Same result exactly (torch's CPU kernels take grouped heads with a padding mask); transformers' own switch,
     set only while this block runs. On CUDA, grouped heads with a mask would fall back to the slow math kernel.
@@ -183,7 +184,7 @@ def generate(model, tokenizer, fmt, prompts: Iterable[dict], *, n: int = 1, temp
                         processors.append(_seeded_draw_processor(row_seeds[kept], prompt_width))
                     return processors
 
-                with torch.no_grad(), grouped_kv_attention(model):
+                with torch.no_grad():
                     generated = decode_dropping_finished(model, tokenizer, enc, cache, config, processors_for,
                                                          max_new_tokens, eos_ids, stops)
                 completions = [_completion(tokenizer, row, eos_ids, stops) for row in generated]

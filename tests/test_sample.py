@@ -250,7 +250,12 @@ def test_grouped_kv_heads_attend_unrepeated_on_cpu_with_the_same_logits(tiny_cac
         return list(sample.generate(model, tokenizer, ChatML(), examples(3), n=2, temperature=1.0, max_new_tokens=8,
                                     batch_size=3, seed=1))
 
+    decode_environments = []
+    real_decode = sample.decode_dropping_finished
+    monkeypatch.setattr(sample, "decode_dropping_finished", lambda *a: decode_environments.append(
+        os.environ.get(sample.FORCE_GQA_VARIABLE)) or real_decode(*a))
     grouped_samples = samples()
     assert len(grouped_samples) == 3 and not repeats
+    assert decode_environments and set(decode_environments) == {None}  # decode steps fold the query heads (faster)
     monkeypatch.setattr(sample, "grouped_kv_attention", lambda model: contextlib.nullcontext())
     assert samples() == grouped_samples and repeats
