@@ -90,6 +90,8 @@ def run_plain(spec: dict, s: dict, timer) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import DPOConfig, DPOTrainer
 
+    from polaris_dpo import training
+
     model_kwargs = {}
     if spec.get("quantize"):
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -103,13 +105,9 @@ def run_plain(spec: dict, s: dict, timer) -> dict:
         model.resize_token_embeddings(len(tokenizer))
     train_dataset = load_dataset("json", data_files=str(Path(spec["pairs"]) / "train.jsonl"), split="train")
 
-    new_tokens = {}  # the format's tokens learn as stage dpo's default adapter has them learn: the whole LM head
-    if spec.get("new_tokens"):
-        if model.get_output_embeddings().weight is model.get_input_embeddings().weight:  # tied: the shared matrix
-            new_tokens = {"modules_to_save": ["embed_tokens", "lm_head"], "ensure_weight_tying": True}
-        else:
-            new_ids = sorted(tokenizer.convert_tokens_to_ids(spec["new_tokens"]))
-            new_tokens = {"modules_to_save": ["lm_head"], "trainable_token_indices": {"embed_tokens": new_ids}}
+    new_token_ids = sorted(tokenizer.convert_tokens_to_ids(spec.get("new_tokens", [])))
+    # the LoraConfig fields stage dpo's default adapter has (the whole LM head; a tied one with the embedding)
+    new_tokens = training.new_token_modules("head", model, new_token_ids)
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
                              target_modules="all-linear", task_type="CAUSAL_LM", **new_tokens)
     training_args = DPOConfig(
